@@ -1,0 +1,65 @@
+# xlab: two commands set everything up on a fresh machine.
+#   make demo   create .venv, install, run the main job on embedded defaults
+#   make test   create .venv if needed, run the default test suite (< 15 min on 2 cores)
+# Also: make test-slow (tests marked slow), make lint, make bench, make ui.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Ray 2.60 turns token auth on for local clusters; clients must say so too. Be explicit everywhere.
+export RAY_AUTH_MODE ?= token
+export HF_HUB_OFFLINE := 1
+export MPLBACKEND := Agg
+export RAY_USAGE_STATS_ENABLED := 0
+
+# Debian packages the project needs (installed when missing and running as root).
+SYSTEM_PACKAGES := git
+
+.PHONY: demo test test-slow test-all lint bench ui sysdeps venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+sysdeps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$missing; \
+	  else echo "missing system packages: $$missing (run: sudo apt-get install $$missing)"; exit 1; fi; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/xlab run adopt_toy --preset smoke
+	@echo
+	@echo "Results are in MLflow ($$(pwd)/mlflow.db). Open them with:  $(BIN)/xlab ui   (http://127.0.0.1:5000)"
+	@echo "or compare runs in the terminal:                        $(BIN)/xlab runs adopt_toy"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/optim_step.py
+
+ui: $(STAMP)
+	$(BIN)/xlab ui
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

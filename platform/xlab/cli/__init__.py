@@ -1,0 +1,5 @@
+"""Command-line interface: `xlab jobs|run|submit|status|logs|stop|runs|ui`."""
+
+from xlab.cli.main import job_entry, main
+
+__all__ = ["job_entry", "main"]

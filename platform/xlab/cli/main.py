@@ -1,0 +1,153 @@
+"""The ``xlab`` command.
+
+    xlab jobs                                   list the jobs
+    xlab run JOB [--preset P] [--a.b VALUE ...] run a job here (same as python -m jobs.JOB)
+    xlab submit JOB --address http://HOST:8265 [--wait] [--preset P] [overrides]
+    xlab status|logs|stop ID [--address URL]    follow a submitted job
+    xlab runs JOB [--csv FILE]                  compare a job's MLflow runs
+    xlab ui [--port 5000]                       MLflow UI on 127.0.0.1
+
+User errors print one line (``xlab: error: ...``) and exit 2; ``--traceback`` or ``XLAB_TRACEBACK=1``
+shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from xlab.errors import XlabError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from xlab.cli.submit import default_address
+
+    p = argparse.ArgumentParser(prog="xlab", description="xlab: research jobs on Ray, tracked in MLflow.")
+    p.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("jobs", help="list the jobs")
+
+    run = sub.add_parser("run", help="run a job here", add_help=False)
+    run.add_argument("job")
+
+    s = sub.add_parser("submit", help="submit a job to a Ray cluster", add_help=False)
+    s.add_argument("job")
+    s.add_argument("--address", default=default_address(), help="job server URL (default: %(default)s)")
+    s.add_argument("--wait", action="store_true", help="block until the job ends; exit non-zero unless it SUCCEEDED")
+
+    for name, helptext in (("status", "status of a submitted job"), ("logs", "logs of a submitted job"),
+                           ("stop", "stop a submitted job")):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("submission_id")
+        c.add_argument("--address", default=default_address(), help="job server URL (default: %(default)s)")
+        if name == "logs":
+            c.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+
+    r = sub.add_parser("runs", help="compare a job's MLflow runs")
+    r.add_argument("job", help="job (MLflow experiment) name")
+    r.add_argument("--csv", help="also write the table to this CSV file")
+    r.add_argument("--metrics", nargs="*", help="metric columns to show (default: the first few)")
+    r.add_argument("--children", action="store_true", help="include nested trial runs")
+    r.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+
+    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    return p
+
+
+def _print_table(df) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for col in df.columns:
+        table.add_column(str(col), overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    Console(width=max(120, Console().width)).print(table)
+
+
+def dispatch(argv: list[str]) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command in ("run", "submit"):
+        extra = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "jobs":
+        from xlab.cli.registry import list_jobs
+
+        jobs = list_jobs()
+        width = max(map(len, jobs), default=0)
+        for name, doc in jobs.items():
+            print(f"{name:<{width}}  {doc}")
+        return 0
+    if args.command == "run":
+        from xlab.cli.registry import run_job
+
+        run_job(args.job, extra)
+        return 0
+    if args.command == "submit":
+        from xlab.cli.submit import submit
+
+        submit(args.job, extra, args.address, wait=args.wait)
+        return 0
+    if args.command in ("status", "logs", "stop"):
+        from xlab.cli import submit as jobs_api
+
+        if args.command == "status":
+            print(jobs_api.status(args.submission_id, args.address))
+        elif args.command == "logs":
+            jobs_api.logs(args.submission_id, args.address, follow=args.follow)
+        else:
+            print("stopped" if jobs_api.stop(args.submission_id, args.address) else "already finished")
+        return 0
+    if args.command == "runs":
+        from xlab.track.compare import runs_table
+
+        df = runs_table(args.job, args.tracking_uri, metrics=args.metrics, include_children=args.children)
+        if df.empty:
+            print(f"no runs of {args.job} yet")
+            return 0
+        _print_table(df)
+        if args.csv:
+            df.to_csv(args.csv, index=False)
+            print(f"wrote {args.csv}")
+        return 0
+    if args.command == "ui":
+        from xlab.track.store import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(args.tracking_uri)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+               "--port", str(args.port), "--workers", "1"]
+        print(f"[xlab] MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+        return subprocess.call(cmd, env=env)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_tb = "--traceback" in argv or os.environ.get("XLAB_TRACEBACK") == "1"
+    if show_tb and "--traceback" in argv:
+        argv.remove("--traceback")
+    try:
+        return dispatch(argv)
+    except XlabError as e:
+        if show_tb:
+            raise
+        print(f"xlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def job_entry(job: str) -> None:
+    """``python -m jobs.NAME ARGS`` == ``xlab run NAME ARGS``."""
+    sys.exit(main(["run", job, *sys.argv[1:]]))

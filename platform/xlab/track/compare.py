@@ -1,0 +1,50 @@
+"""Side-by-side comparison of a job's MLflow runs (``xlab runs JOB``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from xlab.errors import XlabError
+from xlab.track.store import setup_tracking
+
+
+def runs_table(
+    experiment: str,
+    tracking_uri: str | None = None,
+    metrics: Sequence[str] | None = None,
+    include_children: bool = False,
+    max_metrics: int = 8,
+) -> pd.DataFrame:
+    """One row per run: name, status, start time, the params that differ between runs, key metrics.
+
+    ``metrics`` names the metric columns to show (default: the first ``max_metrics`` metrics, sorted).
+    Nested trial runs are left out unless ``include_children``.
+    """
+    import mlflow
+
+    setup_tracking(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        raise XlabError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}; run the job first")
+    df = mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time DESC"])
+    if df.empty:
+        return df
+    if not include_children and "tags.mlflow.parentRunId" in df:
+        df = df[df["tags.mlflow.parentRunId"].isna()]
+    params = [c for c in df.columns if c.startswith("params.")]
+    differing = [c for c in params if df[c].astype(str).nunique(dropna=False) > 1]
+    metric_cols = [c for c in df.columns if c.startswith("metrics.")]
+    if metrics:
+        wanted = [f"metrics.{m}" for m in metrics]
+        missing = [m for m, c in zip(metrics, wanted, strict=True) if c not in df]
+        if missing:
+            raise XlabError(f"no metric(s) {', '.join(missing)} in {experiment!r}; known: "
+                            f"{', '.join(c[8:] for c in metric_cols)}")
+        metric_cols = wanted
+    else:
+        metric_cols = sorted(metric_cols)[:max_metrics]
+    out = df[["tags.mlflow.runName", "status", "start_time", *differing, *metric_cols]].copy()
+    out.columns = ["run", "status", "start", *[c[7:] for c in differing], *[c[8:] for c in metric_cols]]
+    out["start"] = pd.to_datetime(out["start"]).dt.strftime("%Y-%m-%d %H:%M")
+    return out.reset_index(drop=True)

@@ -1,0 +1,185 @@
+"""MLflow runs for jobs and sweep trials.
+
+``job_run`` opens the run of one job invocation: named ``{job}__{preset}__s{seed}__{time}``, with the
+resolved config as params and ``config.json``, and git commit, package versions and host as tags.
+``child_run`` opens a trial's run nested under a parent (from any process, e.g. a Ray Tune trial).
+A run whose body raises ends FAILED (KILLED on Ctrl-C) with the error attached as tag and
+``error.txt``. ``Tracker`` logs only from rank 0 of a distributed run.
+
+    with job_run("adopt_toy", cfg) as run:
+        Tracker().log_metrics({"loss": 0.1}, step=10)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform as _stdlib_platform
+import socket
+import subprocess
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from xlab import config as _config
+from xlab.track.store import get_or_create_experiment, resolve_tracking_uri, setup_tracking
+
+_PACKAGES = ("xlab", "torch", "ray", "mlflow", "numpy", "transformers", "tensorflow", "tensorflow-datasets")
+
+
+def run_name(job: str, preset: str, seed: int) -> str:
+    """``{job}__{preset}__s{seed}__{YYYYmmdd-HHMMSS}``."""
+    return f"{job}__{preset}__s{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _git(*args: str) -> str | None:
+    root = Path(__file__).resolve().parents[3]
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment_tags() -> dict[str, str]:
+    """Git commit, package versions and host, as MLflow tags."""
+    tags = {"host": socket.gethostname(), "python": _stdlib_platform.python_version()}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git.dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no")))
+    for pkg in _PACKAGES:
+        try:
+            tags[f"version.{pkg}"] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+@contextlib.contextmanager
+def _ending(run_id: str) -> Iterator[None]:
+    """End the active run with the right status; attach the error of a failing body."""
+    import mlflow
+
+    try:
+        yield
+    except BaseException as e:
+        status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, "xlab.error", f"{type(e).__name__}: {e}"[:4900])
+        client.log_text(run_id, traceback.format_exc(), "error.txt")
+        mlflow.end_run(status=status)
+        raise
+    else:
+        mlflow.end_run()
+
+
+@contextlib.contextmanager
+def job_run(job: str, cfg: Any, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """Open the MLflow run of one job invocation (see module docstring); yields the ActiveRun."""
+    import mlflow
+
+    uri = setup_tracking(getattr(getattr(cfg, "tracking", None), "uri", None))
+    experiment = getattr(getattr(cfg, "tracking", None), "experiment", None) or job
+    exp_id = get_or_create_experiment(experiment, uri)
+    preset = getattr(cfg, "preset", "custom")
+    seed = getattr(cfg, "seed", 0)
+    all_tags = {"xlab.job": job, "xlab.preset": preset, **environment_tags(), **(tags or {})}
+    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(job, preset, seed), tags=all_tags)
+    with _ending(run.info.run_id):
+        if cfg is not None:
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in _config.flatten(cfg).items()})
+            mlflow.log_dict(_config.to_dict(cfg), "config.json")
+        print(f"[xlab] MLflow run {run.info.run_name} ({run.info.run_id}) in experiment {experiment!r} at {uri}")
+        yield run
+
+
+@contextlib.contextmanager
+def child_run(
+    parent_run_id: str,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[Any]:
+    """Open a run nested under ``parent_run_id`` (works from another process, e.g. a Tune trial)."""
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    parent = mlflow.MlflowClient().get_run(parent_run_id)
+    # A Tune trial process may still have a run active from a previous trial it hosted.
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    run = mlflow.start_run(
+        experiment_id=parent.info.experiment_id,
+        run_name=name,
+        parent_run_id=parent_run_id,
+        tags={"xlab.job": parent.data.tags.get("xlab.job", ""), **(tags or {})},
+    )
+    with _ending(run.info.run_id):
+        if params:
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in params.items()})
+        yield run
+
+
+def is_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a Ray Train or torch.distributed run."""
+    for var in ("RANK", "WORLD_RANK"):
+        if os.environ.get(var, "0") != "0":
+            return False
+    try:
+        import ray.train
+
+        return ray.train.get_context().get_world_rank() == 0
+    except Exception:
+        # Not inside a Ray Train worker.
+        return True
+
+
+class Tracker:
+    """Log to the active MLflow run from rank 0 only; every method is a no-op on other ranks."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = is_rank_zero() if enabled is None else enabled
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_params(dict(params))
+
+    def log_figure(self, fig: Any, path: str) -> None:
+        """Log a matplotlib figure as a PNG artifact and close it."""
+        import matplotlib.pyplot as plt
+
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_figure(fig, path)
+        plt.close(fig)
+
+    def log_dict(self, data: Any, path: str) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_dict(data, path)
+
+    def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            import mlflow
+
+            if Path(local_path).is_dir():
+                mlflow.log_artifacts(str(local_path), artifact_path)
+            else:
+                mlflow.log_artifact(str(local_path), artifact_path)

@@ -1,0 +1,147 @@
+"""Ray Tune sweeps whose search space is a set of dotted config overrides.
+
+A sweep runs ``trial_fn(cfg)`` once per point of the search space, where ``cfg`` is the job's base
+config with that point's overrides applied (the same dotted names as the CLI: ``{"optim.lr": ...}``).
+Each trial logs to its own MLflow run nested under the job's parent run; ``trial_fn`` reports
+metrics with ``ray.tune.report`` as it goes (so schedulers such as ASHA can stop it early).
+
+    with job_run("grokking", cfg) as parent:
+        results = run_sweep(train_one, cfg, grid({"optim.name": ["adamw", "adopt"]}),
+                            parent_run_id=parent.info.run_id, metric="test_acc", mode="max")
+
+A trial may itself build a multi-worker Ray Train ``TorchTrainer`` (the Train V2 pattern).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from xlab.config import apply_overrides, flatten
+from xlab.errors import XlabError
+from xlab.track.run import child_run
+from xlab.track.store import resolve_tracking_uri
+
+
+def grid(values: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """``{"optim.lr": [1e-3, 3e-4]}`` -> a Tune grid over those dotted names."""
+    from ray import tune
+
+    return {k: tune.grid_search(list(v)) for k, v in values.items()}
+
+
+def storage_path() -> str:
+    """Where Tune/Train keep trial state: ``$XLAB_STORAGE_PATH`` (shared or cloud on a cluster) or ./ray_results."""
+    path = os.environ.get("XLAB_STORAGE_PATH")
+    if path and "://" in path:
+        return path
+    return str(Path(path or "ray_results").resolve())
+
+
+def _trial_name(overrides: Mapping[str, Any]) -> str:
+    return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items()) or "trial"
+
+
+def _trainable(
+    config: dict[str, Any],
+    *,
+    trial_fn: Callable[[Any], Mapping[str, Any] | None],
+    base_cfg: Any,
+    parent_run_id: str,
+    tracking_uri: str,
+) -> None:
+    from ray import tune
+
+    cfg = apply_overrides(base_cfg, config)
+    trial_id = tune.get_context().get_trial_id()
+    params = {**flatten(cfg), **{f"trial.{k}": v for k, v in config.items()}}
+    with child_run(
+        parent_run_id,
+        f"{_trial_name(config)}__{trial_id}",
+        params=params,
+        tracking_uri=tracking_uri,
+        tags={"ray.trial_id": trial_id},
+    ):
+        final = trial_fn(cfg)
+        if final:
+            tune.report(dict(final))
+
+
+def run_sweep(
+    trial_fn: Callable[[Any], Mapping[str, Any] | None],
+    base_cfg: Any,
+    param_space: Mapping[str, Any],
+    *,
+    parent_run_id: str,
+    metric: str,
+    mode: str,
+    name: str | None = None,
+    num_samples: int = 1,
+    scheduler: Any = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    max_concurrent_trials: int | None = None,
+    verbose: int = 1,
+):
+    """Run ``trial_fn`` over ``param_space`` with Ray Tune; returns the ``ResultGrid``.
+
+    ``param_space`` maps dotted config names to values or Tune search spaces (see :func:`grid`).
+    Trials stopped early by ``scheduler`` have their MLflow runs ended as KILLED with the tag
+    ``xlab.early_stopped``; failed trials end FAILED with their error, and are also in the ResultGrid.
+    """
+    import mlflow
+    from ray import tune
+
+    tracking_uri = resolve_tracking_uri(None)
+    trainable = tune.with_parameters(
+        _trainable, trial_fn=trial_fn, base_cfg=base_cfg, parent_run_id=parent_run_id, tracking_uri=tracking_uri
+    )
+    resources = {"CPU": cpus_per_trial, **({"GPU": gpus_per_trial} if gpus_per_trial else {})}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=dict(param_space),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=num_samples,
+            scheduler=scheduler,
+            max_concurrent_trials=max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=name or f"sweep-{parent_run_id[:12]}",
+            storage_path=storage_path(),
+            verbose=verbose,
+        ),
+    )
+    results = tuner.fit()
+    _close_stopped_children(parent_run_id)
+    mlflow.set_tracking_uri(tracking_uri)
+    return results
+
+
+def _close_stopped_children(parent_run_id: str) -> None:
+    """Trials that a scheduler stopped never return: end their still-RUNNING MLflow runs as KILLED."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for child in children:
+        client.set_tag(child.info.run_id, "xlab.early_stopped", "true")
+        client.set_terminated(child.info.run_id, status="KILLED")
+
+
+def raise_on_errors(results: Any) -> None:
+    """Raise an XlabError summarising failed trials (after the job has logged what did finish)."""
+    errors = list(results.errors)
+    if errors:
+        first = str(errors[0]).strip().splitlines()[-1] if str(errors[0]).strip() else repr(errors[0])
+        raise XlabError(
+            f"{len(errors)} of {len(results)} trials failed; first error: {first} "
+            "(each failed trial's MLflow run has the full traceback in error.txt)"
+        )
