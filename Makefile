@@ -13,6 +13,8 @@ export RAY_AUTH_MODE ?= token
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray job drivers and workers started from here run `python`: make it the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Debian packages the project needs (installed when missing and running as root).
 SYSTEM_PACKAGES := git

@@ -19,10 +19,8 @@ from xlab.errors import XlabError
 from xlab.runtime import check_reachable, ensure_auth_mode
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-# Never uploaded: local stores, environments, caches and run outputs.
+# Never uploaded: local stores, caches and run outputs (Ray already skips .git, .venv and .gitignored files).
 EXCLUDES = [
-    ".venv",
-    ".git",
     "mlruns",
     "mlflow.db",
     "mlflow.db-journal",
