@@ -142,22 +142,43 @@ def is_rank_zero() -> bool:
 
 
 class Tracker:
-    """Log to the active MLflow run from rank 0 only; every method is a no-op on other ranks."""
+    """Log to an MLflow run from rank 0 only; every method is a no-op on other ranks.
 
-    def __init__(self, enabled: bool | None = None) -> None:
+    ``run_id`` defaults to the active run; pass it explicitly from processes that did not start the
+    run (Ray Train workers, Tune trials logging into a run the driver opened).
+    """
+
+    def __init__(self, run_id: str | None = None, enabled: bool | None = None) -> None:
         self.enabled = is_rank_zero() if enabled is None else enabled
+        self._run_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        import mlflow
+
+        if self._run_id is not None:
+            return self._run_id
+        run = mlflow.active_run()
+        if run is None:
+            raise RuntimeError("Tracker has no run: pass run_id or start an MLflow run first")
+        return run.info.run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self.enabled:
-            import mlflow
+        if not self.enabled or not metrics:
+            return
+        import mlflow
+        from mlflow.entities import Metric
 
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        mlflow.MlflowClient().log_batch(self.run_id, metrics=batch)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self.enabled:
             import mlflow
+            from mlflow.entities import Param
 
-            mlflow.log_params(dict(params))
+            mlflow.MlflowClient().log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def log_figure(self, fig: Any, path: str) -> None:
         """Log a matplotlib figure as a PNG artifact and close it."""
@@ -166,20 +187,21 @@ class Tracker:
         if self.enabled:
             import mlflow
 
-            mlflow.log_figure(fig, path)
+            mlflow.MlflowClient().log_figure(self.run_id, fig, path)
         plt.close(fig)
 
     def log_dict(self, data: Any, path: str) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_dict(data, path)
+            mlflow.MlflowClient().log_dict(self.run_id, data, path)
 
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if self.enabled:
             import mlflow
 
+            client = mlflow.MlflowClient()
             if Path(local_path).is_dir():
-                mlflow.log_artifacts(str(local_path), artifact_path)
+                client.log_artifacts(self.run_id, str(local_path), artifact_path)
             else:
-                mlflow.log_artifact(str(local_path), artifact_path)
+                client.log_artifact(self.run_id, str(local_path), artifact_path)
