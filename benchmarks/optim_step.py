@@ -5,7 +5,7 @@ reused, so only ``optimizer.step()`` is timed: median over ``--steps`` steps aft
 steps (which absorb ADOPT's initialising first step and any compilation). All variants run in the
 same process on copies of the same parameters, interleaved step by step::
 
-    python benchmarks/optim_step.py                        # CPU, ~10M params, 50 steps
+    python benchmarks/optim_step.py                        # CPU, ~10M params, 30 steps
     python benchmarks/optim_step.py --params 1e6 --steps 20 --no-compiled
     python benchmarks/optim_step.py --device cuda          # adds the real fused (CUDA) path
 
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=float, default=10e6, help="approximate parameter count (10e6)")
     parser.add_argument("--width", type=int, default=1000, help="Linear layer width (1000)")
-    parser.add_argument("--steps", type=int, default=50, help="timed steps per variant (50)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (5)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant (30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
     parser.add_argument("--no-compiled", action="store_true", help="skip the torch.compile'd ADOPT")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -1,0 +1,65 @@
+"""The grokking and grokking-tickets jobs end to end through Ray Tune and MLflow, with their effects."""
+
+import mlflow
+import pytest
+
+from jobs import grokking, grokking_tickets
+from xlab.config import apply_overrides
+
+
+def _children(run_id: str):
+    parent = mlflow.get_run(run_id)
+    return parent, mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+        output_format="list",
+    )
+
+
+def _artifacts(run_id: str) -> set[str]:
+    client = mlflow.MlflowClient()
+    return {a.path for a in client.list_artifacts(run_id)}
+
+
+@pytest.mark.timeout(600)
+def test_grokking_smoke_groks_add_with_fourier_curves(ray_local, mlflow_uri):
+    cfg = apply_overrides(grokking.PRESETS["smoke"], {"sweep.ops": ["add"]})
+    out = grokking.main(cfg)
+    parent, children = _children(out["run_id"])
+    assert parent.info.status == "FINISHED" and len(children) == 1
+    (child,) = children
+    m = child.data.metrics
+    # Grokking: train accuracy hits 1.0 first, test accuracy from chance to > 0.95 much later.
+    assert m["steps_to_0.95"] <= cfg.train.steps
+    assert m["steps_to_train_1.0"] < m["steps_to_0.95"] and m["grok_delay"] >= 1000
+    assert m["test_acc_at_train_fit"] < 0.5
+    history = mlflow.MlflowClient().get_metric_history(child.info.run_id, "test/acc")
+    assert history[0].value < 0.1 and history[-1].value > 0.95
+    # The Fourier progress measure: the embedding collapses to a few key frequencies.
+    ffs = mlflow.MlflowClient().get_metric_history(child.info.run_id, "fourier/embed_ffs")
+    assert ffs[0].value > 0.8 and ffs[-1].value < 0.4
+    assert {"curves.png", "spectrum_embed.png", "history.json", "fourier_spectra.json", "checkpoint"} <= _artifacts(
+        child.info.run_id)
+    assert {"comparison.png", "summary.json"} <= _artifacts(parent.info.run_id)
+
+
+@pytest.mark.timeout(600)
+def test_tickets_sweep_with_two_trials_reports_speedup(ray_local, mlflow_uri):
+    # p = 43 with half the pairs for training groks in ~7k dense steps: quick enough for the suite.
+    cfg = apply_overrides(grokking_tickets.PRESETS["smoke"], {
+        "data.p": 43, "data.train_frac": 0.5, "train.steps": 12000, "ticket.variants": ["ticket", "random"],
+        "ticket.max_steps": 1500,
+    })
+    out = grokking_tickets.main(cfg)
+    parent, children = _children(out["run_id"])
+    variants = {c.data.params["ticket.variant"]: c for c in children}
+    assert set(variants) == {"dense", "ticket", "random"}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"curves.png", "history.json"} <= _artifacts(child.info.run_id)
+    assert variants["ticket"].data.metrics["density"] == pytest.approx(0.4, abs=0.01)
+    # The ticket groks far sooner than the dense net; the random mask of the same density does not.
+    m = parent.data.metrics
+    assert m["speedup_0.95"] > 3
+    assert variants["random"].data.metrics["reached_0.95"] == 0.0
+    assert {"comparison.png", "summary.json"} <= _artifacts(parent.info.run_id)
