@@ -139,12 +139,10 @@ def _load_trajectories(parent_run_id: str) -> list[dict]:
     """The trajectory of every finished trial under ``parent_run_id``."""
     import mlflow
 
-    client = mlflow.MlflowClient()
-    exp = client.get_run(parent_run_id).info.experiment_id
+    from xlab.track import child_runs
+
     out = []
-    for run in client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"):
-        if run.info.status != "FINISHED":
-            continue
+    for run in child_runs(parent_run_id, finished_only=True):
         p = run.data.params
         traj = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/trajectory.json")
         out.append({"optimizer": p["toy.optimizer"], "beta2": float(p["toy.beta2"]), "k": int(p["toy.k"]),

@@ -136,34 +136,6 @@ def build_task(cfg: Config):
     ), data
 
 
-def curves_figure(history: list[dict], title: str):
-    """Accuracy and loss (top) and FFS/FCR of embedding, unembedding and neuron-logit map (bottom) vs step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    for split, style in (("train", "--"), ("test", "-")):
-        axes[0].plot(steps, [r[f"{split}/acc"] for r in history], style, label=f"{split} acc")
-        axes[1].semilogy(steps, [max(r[f"{split}/loss"], 1e-12) for r in history], style, label=f"{split} loss")
-    axes[0].set_ylim(-0.02, 1.02)
-    for part in ("embed", "unembed", "neuron_logit"):
-        if f"fourier/{part}_ffs" in history[0]:
-            line = axes[2].plot(steps, [r[f"fourier/{part}_ffs"] for r in history], label=f"FFS {part}")[0]
-            axes[2].plot(steps, [r[f"fourier/{part}_fcr"] for r in history], ":", color=line.get_color(),
-                         label=f"FCR {part}")
-    axes[2].set_ylim(-0.02, 1.05)
-    for ax, name in zip(axes, ("accuracy", "loss", "Fourier progress measures"), strict=True):
-        ax.set_xlabel("step")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def grokking_delay(history: list[dict], threshold: float = 0.95) -> dict[str, float]:
     """Steps to train acc 1.0, to test acc >= threshold, and the gap between them (the grokking delay)."""
     total = history[-1]["step"] if history else 0
@@ -185,6 +157,7 @@ def trial(cfg: Config) -> None:
     from xlab.analysis.fourier import model_spectra, plot_spectrum
     from xlab.track import Tracker
     from xlab.train import fit
+    from xlab.train.plots import curves_figure
 
     task, data = build_task(cfg)
     tracker = Tracker()
@@ -211,14 +184,6 @@ def _grid(cfg: Config) -> dict[str, tuple]:
     axes = {"data.op": s.ops, "optim.name": s.optim_names, "optim.lr": s.lrs, "optim.beta1": s.beta1s,
             "optim.beta2": s.beta2s, "optim.eps": s.epss, "optim.weight_decay": s.weight_decays, "seed": s.seeds}
     return {k: v for k, v in axes.items() if v}
-
-
-def _children(parent_run_id: str) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    exp = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
 def comparison_figure(rows: list[tuple[str, list[dict]]]):
@@ -249,7 +214,7 @@ def main(cfg: Config) -> dict:
     from ray.tune.schedulers import ASHAScheduler
 
     from xlab.session import job_session
-    from xlab.track import Tracker
+    from xlab.track import Tracker, child_runs
     from xlab.tune import grid, raise_on_errors, run_sweep
 
     with job_session("grokking", cfg) as parent:
@@ -261,7 +226,7 @@ def main(cfg: Config) -> dict:
         results = run_sweep(trial, cfg, grid(axes), parent_run_id=parent.info.run_id, metric="test_acc", mode="max",
                             scheduler=scheduler, cpus_per_trial=cfg.sweep.cpus_per_trial)
         rows, curves = [], []
-        for run in _children(parent.info.run_id):
+        for run in child_runs(parent.info.run_id):
             label = ",".join(f"{k.split('.')[-1]}={run.data.params.get(k)}" for k in axes)
             m = run.data.metrics
             rows.append({"trial": label, "status": run.info.status, "steps_to_0.95": m.get("steps_to_0.95"),

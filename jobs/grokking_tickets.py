@@ -178,7 +178,7 @@ def _variant_start(cfg: Config, task, dense: dict):
 
 
 def _log_result(result, tracker, title: str) -> None:
-    from jobs.grokking import curves_figure
+    from xlab.train.plots import curves_figure
 
     summary = result.summary()
     tracker.log_metrics({k: v for k, v in summary.items() if k != "step"}, step=int(summary["step"]))
@@ -226,14 +226,6 @@ def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
             tracker.log_artifact(f"{d}/ticket.pt", "checkpoint")
 
 
-def _children(parent_run_id: str) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    exp = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-
-
 def comparison_figure(curves: dict[str, list[dict]], title: str):
     import matplotlib
 
@@ -259,7 +251,7 @@ def main(cfg: Config) -> dict:
     from ray.tune.schedulers import ASHAScheduler
 
     from xlab.session import job_session
-    from xlab.track import Tracker
+    from xlab.track import Tracker, child_runs
     from xlab.tune import grid, raise_on_errors, run_sweep
 
     with job_session("grokking_tickets", cfg) as parent:
@@ -269,7 +261,7 @@ def main(cfg: Config) -> dict:
         res1 = run_sweep(trial, cfg, grid({"ticket.variant": ["dense"], "seed": seeds}), parent_run_id=pid,
                          metric="test_acc", mode="max", cpus_per_trial=cfg.sweep.cpus_per_trial, name=f"dense-{pid[:8]}")
         raise_on_errors(res1)
-        dense_runs = {int(r.data.params["seed"]): r.info.run_id for r in _children(pid)
+        dense_runs = {int(r.data.params["seed"]): r.info.run_id for r in child_runs(pid)
                       if r.data.params.get("ticket.variant") == "dense" and r.info.status == "FINISHED"}
         # Stage 2: every variant x rate x seed, started from its seed's dense run.
         axes = {"ticket.variant": cfg.ticket.variants, "seed": seeds}
@@ -283,7 +275,7 @@ def main(cfg: Config) -> dict:
                          name=f"variants-{pid[:8]}")
 
         rows, curves = [], {}
-        for run in _children(pid):
+        for run in child_runs(pid):
             p, m = run.data.params, run.data.metrics
             label = f"{p['ticket.variant']}" + ("" if p["ticket.variant"] == "dense" else f" r{p['ticket.rate']}")
             rows.append({"variant": p["ticket.variant"], "rate": float(p["ticket.rate"]) if label != "dense" else 0.0,

@@ -6,8 +6,9 @@ import tempfile
 
 import mlflow
 import pytest
-from conftest import BIN, run_cli
 from procs import free_port, stop_tree, wait_http
+
+from conftest import BIN, run_cli
 
 
 @pytest.fixture

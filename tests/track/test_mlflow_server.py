@@ -5,8 +5,9 @@ import subprocess
 
 import mlflow
 import pytest
-from conftest import BIN, run_cli
 from procs import free_port, stop_tree, wait_http
+
+from conftest import BIN, run_cli
 
 
 @pytest.fixture(scope="module")

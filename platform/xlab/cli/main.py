@@ -64,11 +64,14 @@ def _print_table(df) -> None:
     from rich.table import Table
 
     table = Table(show_lines=False)
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
+    widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(df.columns)]
     for col in df.columns:
-        table.add_column(str(col), overflow="fold")
-    for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console(width=max(120, Console().width)).print(table)
+        table.add_column(str(col), no_wrap=True)
+    for row in cells:
+        table.add_row(*row)
+    # As wide as the table needs: a comparison table that wraps every cell is unreadable.
+    Console(width=max(Console().width, sum(widths) + 3 * len(widths) + 1)).print(table)
 
 
 def dispatch(argv: list[str]) -> int:
@@ -107,9 +110,12 @@ def dispatch(argv: list[str]) -> int:
             print("stopped" if jobs_api.stop(args.submission_id, args.address) else "already finished")
         return 0
     if args.command == "runs":
+        from xlab.cli.registry import list_jobs, load_job
         from xlab.track.compare import runs_table
 
-        df = runs_table(args.job, args.tracking_uri, metrics=args.metrics, include_children=args.children)
+        keys = getattr(load_job(args.job), "KEY_METRICS", ()) if args.job in list_jobs() else ()
+        df = runs_table(args.job, args.tracking_uri, metrics=args.metrics, include_children=args.children,
+                        key_metrics=keys)
         if df.empty:
             print(f"no runs of {args.job} yet")
             return 0

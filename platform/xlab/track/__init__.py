@@ -1,6 +1,6 @@
 """MLflow tracking for xlab jobs: stores, job runs, nested trial runs, rank-0 logging, comparisons."""
 
-from xlab.track.run import Tracker, child_run, environment_tags, is_rank_zero, job_run, run_name
+from xlab.track.run import Tracker, child_run, child_runs, environment_tags, is_rank_zero, job_run, run_name
 from xlab.track.store import (
     check_server,
     default_tracking_uri,
@@ -13,6 +13,7 @@ __all__ = [
     "Tracker",
     "check_server",
     "child_run",
+    "child_runs",
     "default_tracking_uri",
     "environment_tags",
     "get_or_create_experiment",

@@ -16,11 +16,13 @@ def runs_table(
     metrics: Sequence[str] | None = None,
     include_children: bool = False,
     max_metrics: int = 8,
+    key_metrics: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per run: name, status, start time, the params that differ between runs, key metrics.
 
-    ``metrics`` names the metric columns to show (default: the first ``max_metrics`` metrics, sorted).
-    Nested trial runs are left out unless ``include_children``.
+    ``metrics`` names the metric columns to show; by default the job's ``key_metrics`` that exist come
+    first, then other metrics (sorted) up to ``max_metrics`` columns. Nested trial runs are left out
+    unless ``include_children``.
     """
     import mlflow
 
@@ -32,6 +34,7 @@ def runs_table(
         return df
     if not include_children and "tags.mlflow.parentRunId" in df:
         df = df[df["tags.mlflow.parentRunId"].isna()]
+    df = df.dropna(axis=1, how="all")  # columns only nested runs had
     params = [c for c in df.columns if c.startswith("params.")]
     differing = [c for c in params if df[c].astype(str).nunique(dropna=False) > 1]
     metric_cols = [c for c in df.columns if c.startswith("metrics.")]
@@ -43,7 +46,8 @@ def runs_table(
                             f"{', '.join(c[8:] for c in metric_cols)}")
         metric_cols = wanted
     else:
-        metric_cols = sorted(metric_cols)[:max_metrics]
+        keys = [f"metrics.{m}" for m in key_metrics if f"metrics.{m}" in df]
+        metric_cols = (keys + [c for c in sorted(metric_cols) if c not in keys])[:max_metrics]
     out = df[["tags.mlflow.runName", "status", "start_time", *differing, *metric_cols]].copy()
     out.columns = ["run", "status", "start", *[c[7:] for c in differing], *[c[8:] for c in metric_cols]]
     out["start"] = pd.to_datetime(out["start"]).dt.strftime("%Y-%m-%d %H:%M")

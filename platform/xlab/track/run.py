@@ -127,6 +127,18 @@ def child_run(
         yield run
 
 
+def child_runs(parent_run_id: str, finished_only: bool = False) -> list:
+    """The runs nested under ``parent_run_id`` (e.g. a sweep's trials), optionally only FINISHED ones."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    if finished_only:
+        query += " and attributes.status = 'FINISHED'"
+    return client.search_runs([exp], filter_string=query, max_results=10_000)
+
+
 def is_rank_zero() -> bool:
     """True unless this process is a non-zero rank of a Ray Train or torch.distributed run."""
     for var in ("RANK", "WORLD_RANK"):

@@ -173,10 +173,15 @@ def _ray_worker(config: dict[str, Any]) -> None:
 
 
 def _in_tune_trial() -> bool:
+    """True inside a Ray Tune function trial (where metrics should also go to Tune)."""
+    import warnings
+
     try:
         from ray import tune
 
-        return tune.get_context().get_trial_id() is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # outside Tune, get_trial_id() warns and returns None
+            return tune.get_context().get_trial_id() is not None
     except Exception:
         return False
 
