@@ -224,7 +224,7 @@ def main(cfg: Config) -> dict:
             scheduler = ASHAScheduler(time_attr="step", max_t=cfg.train.steps,
                                       grace_period=max(cfg.train.steps // 4, cfg.train.eval_every), reduction_factor=2)
         results = run_sweep(trial, cfg, grid(axes), parent_run_id=parent.info.run_id, metric="test_acc", mode="max",
-                            scheduler=scheduler, cpus_per_trial=cfg.sweep.cpus_per_trial)
+                            scheduler=scheduler, cpus_per_trial=cfg.sweep.cpus_per_trial, train=cfg.train)
         rows, curves = [], []
         for run in child_runs(parent.info.run_id):
             label = ",".join(f"{k.split('.')[-1]}={run.data.params.get(k)}" for k in axes)

@@ -259,7 +259,7 @@ def main(cfg: Config) -> dict:
         seeds = cfg.sweep.seeds or (cfg.seed,)
         # Stage 1: dense runs, one per seed.
         res1 = run_sweep(trial, cfg, grid({"ticket.variant": ["dense"], "seed": seeds}), parent_run_id=pid,
-                         metric="test_acc", mode="max", cpus_per_trial=cfg.sweep.cpus_per_trial, name=f"dense-{pid[:8]}")
+                         metric="test_acc", mode="max", cpus_per_trial=cfg.sweep.cpus_per_trial, train=cfg.train, name=f"dense-{pid[:8]}")
         raise_on_errors(res1)
         dense_runs = {int(r.data.params["seed"]): r.info.run_id for r in child_runs(pid)
                       if r.data.params.get("ticket.variant") == "dense" and r.info.status == "FINISHED"}
@@ -271,7 +271,7 @@ def main(cfg: Config) -> dict:
         scheduler = ASHAScheduler(time_attr="step", max_t=max_t, grace_period=max(max_t // 4, cfg.train.eval_every),
                                   reduction_factor=2) if cfg.sweep.asha else None
         res2 = run_sweep(functools.partial(trial, dense_runs=dense_runs), cfg, grid(axes), parent_run_id=pid,
-                         metric="test_acc", mode="max", scheduler=scheduler, cpus_per_trial=cfg.sweep.cpus_per_trial,
+                         metric="test_acc", mode="max", scheduler=scheduler, cpus_per_trial=cfg.sweep.cpus_per_trial, train=cfg.train,
                          name=f"variants-{pid[:8]}")
 
         rows, curves = [], {}

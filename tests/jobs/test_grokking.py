@@ -63,3 +63,18 @@ def test_tickets_sweep_with_two_trials_reports_speedup(ray_local, mlflow_uri):
     assert m["speedup_0.95"] > 3
     assert variants["random"].data.metrics["reached_0.95"] == 0.0
     assert {"comparison.png", "summary.json"} <= _artifacts(parent.info.run_id)
+
+
+@pytest.mark.timeout(300)
+def test_grokking_trial_can_be_a_two_worker_ray_train_run(ray_local, mlflow_uri):
+    """The Train V2 pattern: each Tune trial builds a 2-worker TorchTrainer; metrics reach MLflow and Tune."""
+    cfg = apply_overrides(grokking.PRESETS["smoke"], {
+        "sweep.ops": ["add"], "data.p": 13, "data.train_frac": 0.5, "model.d_model": 32, "model.d_mlp": 64,
+        "train.steps": 60, "train.eval_every": 20, "train.num_workers": 2, "train.cpus_per_worker": 0.9,
+    })
+    out = grokking.main(cfg)
+    _, (child,) = _children(out["run_id"])
+    assert child.info.status == "FINISHED"
+    losses = mlflow.MlflowClient().get_metric_history(child.info.run_id, "train/loss")
+    assert [m.step for m in losses][:1] == [0] and losses[-1].value < losses[0].value
+    assert "curves.png" in _artifacts(child.info.run_id)

@@ -54,6 +54,8 @@ class TrainConfig:
     num_workers: int = 1
     """Ray Train workers (data parallel); 1 trains in this process."""
     use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    """CPUs each Ray Train worker reserves (fractions let 2 workers and a Tune trial share 2 cores)."""
     max_failures: int = 2
     """Worker-group restarts from the last checkpoint after a worker or node dies (Ray Train)."""
 

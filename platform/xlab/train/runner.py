@@ -119,6 +119,8 @@ class RayTrainReporter:
 
         if self.rank == 0:
             self.local.report(step, metrics, None)
+        # Same keys as LocalReporter gives Tune ("test/acc" -> "test_acc"): TuneReportCallback forwards these.
+        metrics = {k.replace("/", "_"): v for k, v in metrics.items()}
         if checkpoint is None:
             ray.train.report(metrics)
             return
@@ -218,7 +220,8 @@ def fit_ray(
             "run_id": tracker.run_id if tracker is not None and tracker.enabled else None,
             "tracking_uri": resolve_tracking_uri(None), "prefix": prefix, "name": name or task.name,
         },
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path(),

@@ -84,12 +84,16 @@ def run_sweep(
     gpus_per_trial: float = 0.0,
     max_concurrent_trials: int | None = None,
     verbose: int = 1,
+    train: Any = None,
 ):
     """Run ``trial_fn`` over ``param_space`` with Ray Tune; returns the ``ResultGrid``.
 
     ``param_space`` maps dotted config names to values or Tune search spaces (see :func:`grid`).
     Trials stopped early by ``scheduler`` have their MLflow runs ended as KILLED with the tag
     ``xlab.early_stopped``; failed trials end FAILED with their error, and are also in the ResultGrid.
+    ``train`` (the trials' ``TrainConfig``) sets trial resources: a trial that builds a multi-worker
+    ``TorchTrainer`` holds only 0.1 CPU itself (its workers reserve theirs, so a 2-core machine can
+    still run it); a single-worker GPU trial holds one GPU.
     """
     import mlflow
     from ray import tune
@@ -98,6 +102,10 @@ def run_sweep(
     trainable = tune.with_parameters(
         _trainable, trial_fn=trial_fn, base_cfg=base_cfg, parent_run_id=parent_run_id, tracking_uri=tracking_uri
     )
+    if train is not None and train.num_workers > 1:
+        cpus_per_trial, gpus_per_trial = 0.1, 0.0
+    elif train is not None and train.use_gpu:
+        gpus_per_trial = max(gpus_per_trial, 1.0)
     resources = {"CPU": cpus_per_trial, **({"GPU": gpus_per_trial} if gpus_per_trial else {})}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
