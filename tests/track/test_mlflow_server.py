@@ -42,3 +42,18 @@ def test_job_records_into_the_server(mlflow_server, tmp_path):
     assert len(runs) == 2
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"theta_vs_step.png", "config.json"}
+
+
+@pytest.mark.timeout(200)
+def test_xlab_ui_serves_the_local_store(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "xlab"), "ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=150, proc=proc)
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
+        assert client.search_experiments()  # the Default experiment, served from the sqlite store
+    finally:
+        stop_tree(proc)
