@@ -99,8 +99,7 @@ PRESETS = {
                     train=TrainConfig(steps=100_000, eval_every=500, use_gpu=True)),
     # ADOPT vs AdamW on a+b mod 61: a small grid of lr x beta2 x weight decay.
     "adopt-smoke": Config(
-        sweep=SweepConfig(optim_names=("adamw", "adopt"), lrs=(1e-3,), beta2s=(0.98, 0.999), weight_decays=(1.0,),
-                          asha=True),
+        sweep=SweepConfig(optim_names=("adamw", "adopt"), lrs=(1e-3,), beta2s=(0.98, 0.999), weight_decays=(1.0,)),
         train=TrainConfig(steps=6000, eval_every=250, stop_after_grok=250),
     ),
     "adopt-paper": Config(

@@ -100,7 +100,8 @@ class RobotEnv(gym.Env):
         spaces: dict[str, gym.Space] = {}
         if self.image_shape is not None:
             spaces["image"] = gym.spaces.Box(0, 255, (*self.image_shape, 3), np.uint8)
-        spaces["state"] = gym.spaces.Box(-np.inf, np.inf, (self.STATE_DIM,), np.float32)
+        low, high = self._state_bounds()
+        spaces["state"] = gym.spaces.Box(low, high, (self.STATE_DIM,), np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
 
         self._renderer: FastRenderer | None = None
@@ -118,6 +119,10 @@ class RobotEnv(gym.Env):
         raise NotImplementedError
 
     def _render_fps(self) -> int:
+        raise NotImplementedError
+
+    def _state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of the proprio vector (float32 arrays of STATE_DIM)."""
         raise NotImplementedError
 
     def _backend_reset(self, seed: int) -> None:

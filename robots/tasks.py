@@ -19,10 +19,10 @@ from robots.render import CameraSpec
 
 #: Looks at the Sawyer's table from the front left, high enough to see drawer, door and window handles.
 SAWYER_CAMERA = CameraSpec(lookat=(0.0, 0.6, 0.1), distance=1.3, azimuth=-150.0, elevation=-40.0)
-#: Looks at the Fetch's table from the far side, with the robot at the back of the image.
-FETCH_CAMERA = CameraSpec(lookat=(1.3, 0.75, 0.5), distance=1.4, azimuth=150.0, elevation=-35.0)
+#: Faces the Fetch across its table (robot at the back), high enough to keep goals in the air in view.
+FETCH_CAMERA = CameraSpec(lookat=(1.3, 0.75, 0.55), distance=1.3, azimuth=180.0, elevation=-40.0)
 #: The slide table is long: further back and higher, to keep the distant goal in view.
-FETCH_SLIDE_CAMERA = CameraSpec(lookat=(1.45, 0.75, 0.4), distance=1.9, azimuth=180.0, elevation=-45.0)
+FETCH_SLIDE_CAMERA = CameraSpec(lookat=(1.45, 0.75, 0.42), distance=1.5, azimuth=180.0, elevation=-50.0)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,19 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def _record_failure(run_id: str, status: str) -> None:
+    """Attach the exception being handled to the run and end the run with ``status``."""
+    import sys
+
+    import mlflow
+
+    e = sys.exc_info()[1]
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "xlab.error", f"{type(e).__name__}: {e}"[:4900])
+    client.log_text(run_id, traceback.format_exc(), "error.txt")
+    mlflow.end_run(status=status)
+
+
 @contextlib.contextmanager
 def _ending(run_id: str) -> Iterator[None]:
     """End the active run with the right status; attach the error of a failing body."""
@@ -67,12 +80,16 @@ def _ending(run_id: str) -> Iterator[None]:
 
     try:
         yield
+    except SystemExit as e:
+        if e.code not in (0, None):
+            _record_failure(run_id, "FAILED")
+            raise
+        # Ray Tune stops a function trial (e.g. an ASHA decision) by raising SystemExit(0) in it.
+        mlflow.MlflowClient().set_tag(run_id, "xlab.early_stopped", "true")
+        mlflow.end_run(status="KILLED")
+        raise
     except BaseException as e:
-        status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-        client = mlflow.MlflowClient()
-        client.set_tag(run_id, "xlab.error", f"{type(e).__name__}: {e}"[:4900])
-        client.log_text(run_id, traceback.format_exc(), "error.txt")
-        mlflow.end_run(status=status)
+        _record_failure(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     else:
         mlflow.end_run()

@@ -77,6 +77,8 @@ def setup_tracking(uri: str | None = None) -> str:
     """Resolve, check and activate the tracking URI; also export it for child processes."""
     import mlflow
 
+    # Per-file download progress bars flood trial logs; keep them off unless the user asked.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # "Creating initial MLflow database tables..." on every new sqlite store is noise for users.
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -19,6 +19,10 @@ RT-1-X because the platform trains on mixtures. ``rotation_delta`` [-pi/2, pi/2]
 [-1, 1] (+1 closes), ``base_displacement_vector`` [-1, 1], ``base_displacement_vertical_rotation``
 [-pi, pi].
 
+A value less than ``EDGE_EPS`` (1e-4 of a bin) below a bin edge counts as on the edge, so
+detokenized float32 values tokenize back to the same tokens (float32 rounding otherwise puts some
+a hair below their bin's lower edge).
+
 Inputs may be numpy arrays or torch tensors (any leading batch/time dims); outputs are the same
 kind, on the same device for torch.
 """
@@ -54,6 +58,7 @@ RT1X_BOUNDS = ActionBounds()
 
 # (key, size, tokens) per slot of the token sequence, precomputed once.
 _SLOTS: tuple[tuple[str, int], ...] = tuple((k, n) for k, n in ACTION_SPEC)
+EDGE_EPS = 1e-4  # in bins: above float32 rounding (<= ~3e-5 bins here), far below a bin
 
 
 def _is_torch(x: Any) -> bool:
@@ -93,7 +98,7 @@ class ActionTokenizer:
                     continue
                 lo, hi = self.bounds.of(key)
                 a = a.to(torch.float64).reshape(*a.shape[:-1], size).clamp(lo, hi)
-                t = torch.floor((a - lo) / (hi - lo) * (self.vocab_size - 1)).long()
+                t = torch.floor((a - lo) / (hi - lo) * (self.vocab_size - 1) + EDGE_EPS).long()
                 parts.append(t.clamp(0, self.vocab_size - 1))
             return torch.cat(parts, dim=-1)
         parts = []
@@ -104,7 +109,7 @@ class ActionTokenizer:
                 continue
             lo, hi = self.bounds.of(key)
             a = np.clip(a.astype(np.float64).reshape(*a.shape[:-1], size), lo, hi)
-            t = np.floor((a - lo) / (hi - lo) * (self.vocab_size - 1)).astype(np.int64)
+            t = np.floor((a - lo) / (hi - lo) * (self.vocab_size - 1) + EDGE_EPS).astype(np.int64)
             parts.append(np.clip(t, 0, self.vocab_size - 1))
         return np.concatenate(parts, axis=-1)
 
