@@ -275,15 +275,21 @@ def main(cfg: Config) -> dict:
                          name=f"variants-{pid[:8]}")
 
         t0, t1 = f"{cfg.train.grok_thresholds[0]:g}", f"{cfg.train.grok_thresholds[-1]:g}"
+        client = mlflow.MlflowClient()
         rows, curves = [], {}
         for run in child_runs(pid):
             p, m = run.data.params, run.data.metrics
             label = f"{p['ticket.variant']}" + ("" if p["ticket.variant"] == "dense" else f" r{p['ticket.rate']}")
+            # From the logged curve, so trials that ASHA stopped early still get their numbers.
+            acc = [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, "test/acc")]
+            first = {t: next((s for s, v in sorted(acc) if v >= t), None) for t in cfg.train.grok_thresholds}
+            cap = max((s for s, _ in acc), default=0) + 1
             rows.append({"variant": p["ticket.variant"], "rate": float(p["ticket.rate"]) if label != "dense" else 0.0,
                          "seed": int(p["seed"]), "status": run.info.status,
-                         f"steps_to_{t0}": m.get(f"steps_to_{t0}"), f"steps_to_{t1}": m.get(f"steps_to_{t1}"),
-                         "reached": m.get(f"reached_{t0}"), "final_test_acc": m.get("test/acc"),
-                         "density": m.get("density", 1.0)})
+                         f"steps_to_{t0}": first[cfg.train.grok_thresholds[0]] or cap,
+                         f"steps_to_{t1}": first[cfg.train.grok_thresholds[-1]] or cap,
+                         "reached": float(first[cfg.train.grok_thresholds[0]] is not None),
+                         "final_test_acc": m.get("test/acc"), "density": m.get("density", 1.0)})
             if run.info.status == "FINISHED" and int(p["seed"]) == seeds[0]:
                 curves[label] = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/history.json")
         table = pd.DataFrame(rows).sort_values(["variant", "rate", "seed"]).reset_index(drop=True)
