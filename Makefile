@@ -16,8 +16,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 # Ray job drivers and workers started from here run `python`: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# Debian packages the project needs (installed when missing and running as root).
-SYSTEM_PACKAGES := git
+# Debian packages the project needs (installed when missing and running as root):
+# git for run provenance; EGL/OSMesa (Mesa) for headless MuJoCo rendering.
+SYSTEM_PACKAGES := git libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 
 .PHONY: demo test test-slow test-all lint bench ui sysdeps venv clean
 

@@ -38,7 +38,13 @@ from robots.actions import (
     rt1_action,
     rt1_action_space,
 )
-from robots.errors import RenderingUnavailableError, RobotsError, TensorFlowInProcessError, UnknownRobotEnvError
+from robots.errors import (
+    RenderingUnavailableError,
+    RobotEnvConfigError,
+    RobotsError,
+    TensorFlowInProcessError,
+    UnknownRobotEnvError,
+)
 from robots.experts import Expert, expert_for
 from robots.tasks import ENV_IDS, TASK_INSTRUCTIONS, TASKS, TaskSpec, get_task
 
@@ -69,6 +75,7 @@ __all__ = [
     "Expert",
     "RT1ActionWrapper",
     "RenderingUnavailableError",
+    "RobotEnvConfigError",
     "RobotsError",
     "TaskSpec",
     "TensorFlowInProcessError",

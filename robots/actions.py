@@ -111,10 +111,14 @@ class Embodiment:
     def to_native(self, action: Mapping[str, ArrayLike]) -> np.ndarray:
         """Map an RT-1 action dict (missing keys count as zero) to a native float32 action."""
         shape, low, high = RT1_ACTION_BOUNDS["world_vector"]
-        world = np.clip(np.asarray(action.get("world_vector", np.zeros(shape)), np.float64).reshape(3), low, high)
+        world = np.clip(
+            np.asarray(action.get("world_vector", np.zeros(shape)), np.float64).reshape(3), low, high
+        )
         shape, low, high = RT1_ACTION_BOUNDS["gripper_closedness_action"]
         grip = np.clip(
-            np.asarray(action.get("gripper_closedness_action", np.zeros(shape)), np.float64).reshape(1), low, high
+            np.asarray(action.get("gripper_closedness_action", np.zeros(shape)), np.float64).reshape(1),
+            low,
+            high,
         )
         native = np.concatenate([world / self.world_scale, self.gripper_sign * grip])
         space = self.native_action_space

@@ -20,6 +20,7 @@ Experts may read ``env.unwrapped.privileged_state()`` (object and goal positions
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ from numpy.typing import ArrayLike
 
 from robots import gl
 from robots.actions import Embodiment, get_embodiment, rt1_action_space, terminate_requested
-from robots.errors import UnknownRobotEnvError
+from robots.errors import RobotEnvConfigError
 from robots.render import CameraSpec, FastRenderer
 from robots.tasks import TaskSpec, get_task
 
@@ -44,16 +45,17 @@ def _image_shape(image_size: ImageSize) -> tuple[int, int] | None:
     else:
         height, width = (int(v) for v in image_size)
     if height <= 0 or width <= 0:
-        raise UnknownRobotEnvError(f"image_size must be positive (or None for no image), got {image_size!r}")
+        raise RobotEnvConfigError(f"image_size must be positive (or None for no image), got {image_size!r}")
     return height, width
 
 
-class RobotEnv(gym.Env):
+class RobotEnv(gym.Env, abc.ABC):
     """Base class of the xlab robot envs; subclasses wrap one simulator backend.
 
     Args:
         task: a registered env id (``xlab/sawyer-reach-v0``); ``gymnasium.make`` passes it.
-        render_mode: None or ``"rgb_array"``.
+        render_mode: None or ``"rgb_array"`` (``render()`` frames have the image size; 128x128 when
+            ``image_size=None``).
         image_size: image side (int) or (height, width); None for a state-only observation.
         camera: a :class:`~robots.render.CameraSpec` or a camera name in the model; default: the task's.
         terminate_on_success: end the episode (``terminated=True``) on the first successful step.
@@ -76,11 +78,13 @@ class RobotEnv(gym.Env):
     ) -> None:
         self.task: TaskSpec = get_task(task)
         if self.task.embodiment != self.EMBODIMENT:
-            raise UnknownRobotEnvError(f"{task!r} is a {self.task.embodiment} task, not a {self.EMBODIMENT} one")
+            raise RobotEnvConfigError(
+                f"{task!r} is a {self.task.embodiment} task, not a {self.EMBODIMENT} one"
+            )
         if render_mode not in (None, "rgb_array"):
-            raise UnknownRobotEnvError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+            raise RobotEnvConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if action_format not in ("native", "rt1"):
-            raise UnknownRobotEnvError(f"action_format must be 'native' or 'rt1', got {action_format!r}")
+            raise RobotEnvConfigError(f"action_format must be 'native' or 'rt1', got {action_format!r}")
         self.embodiment: Embodiment = get_embodiment(self.task.embodiment)
         self.instruction: str = self.task.instruction
         self.render_mode = render_mode
@@ -114,36 +118,44 @@ class RobotEnv(gym.Env):
     # -- subclass hooks ------------------------------------------------------------------------
     STATE_DIM: int = 0
 
+    @abc.abstractmethod
     def _build_backend(self) -> None:
         """Create the simulator; set ``self.model`` and ``self.data`` (MjModel, MjData)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _render_fps(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Bounds of the proprio vector (float32 arrays of STATE_DIM)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _backend_reset(self, seed: int) -> None:
-        """Reset the simulator, seeding its randomness with ``seed`` (an int) when given."""
-        raise NotImplementedError
+        """Reset the simulator after seeding its random generator with ``seed``."""
+        ...
 
+    @abc.abstractmethod
     def _backend_continue(self) -> None:
         """Reset the simulator continuing its own random stream."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _backend_step(self, native: np.ndarray) -> tuple[float, bool]:
         """Apply a clipped native action; return (reward, per-step success)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _state(self) -> np.ndarray:
         """The proprio vector (float32, STATE_DIM)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def privileged_state(self) -> Any:
         """Simulator state a policy would not see (object and goal positions), for scripted experts."""
-        raise NotImplementedError
+        ...
 
     # -- Gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:

@@ -20,6 +20,10 @@ class UnknownRobotEnvError(RobotsError, ValueError):
     """An env id, task or embodiment name that is not registered."""
 
 
+class RobotEnvConfigError(RobotsError, ValueError):
+    """An invalid env option (render_mode, image_size, action_format...)."""
+
+
 class RenderingUnavailableError(RobotsError, RuntimeError):
     """No headless OpenGL backend works in this process, so MuJoCo cannot render images."""
 

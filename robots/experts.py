@@ -24,6 +24,7 @@ the object and goal positions. Success rates: ``python -m robots.expert_eval``.
 
 from __future__ import annotations
 
+import abc
 import warnings
 from typing import Any
 
@@ -46,14 +47,14 @@ def _towards(grip: np.ndarray, target: np.ndarray, gain: float = _GAIN, max_spee
     return np.clip(command, -1.0, 1.0)
 
 
-class Expert:
+class Expert(abc.ABC):
     """A scripted policy for one env id; subclasses implement :meth:`_act`."""
 
     def __init__(self, env_id: str) -> None:
         self.env_id = env_id
         self.task = get_task(env_id)
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook: stateless experts need no reset
         """Forget the current episode (called automatically on its first step)."""
 
     def act(self, obs: Any, env: Any) -> np.ndarray:
@@ -67,8 +68,9 @@ class Expert:
         """The same action as :meth:`act`, as an RT-1 action dict."""
         return env.unwrapped.embodiment.from_native(self.act(obs, env))
 
+    @abc.abstractmethod
     def _act(self, env: Any) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
 
 class MetaWorldExpert(Expert):

@@ -89,12 +89,20 @@ class FetchEnv(RobotEnv):
     def _split(self) -> dict[str, np.ndarray]:
         o = self._raw_obs["observation"]
         if self._has_object:
-            return {"grip_pos": o[0:3], "object_pos": o[3:6], "fingers": o[9:11], "grip_velp": o[20:23], "finger_vel": o[23:25]}
+            return {
+                "grip_pos": o[0:3],
+                "object_pos": o[3:6],
+                "fingers": o[9:11],
+                "grip_velp": o[20:23],
+                "finger_vel": o[23:25],
+            }
         return {"grip_pos": o[0:3], "fingers": o[3:5], "grip_velp": o[5:8], "finger_vel": o[8:10]}
 
     def _state(self) -> np.ndarray:
         p = self._split()
-        return np.concatenate([p["grip_pos"], p["fingers"], p["grip_velp"], p["finger_vel"]]).astype(np.float32)
+        return np.concatenate([p["grip_pos"], p["fingers"], p["grip_velp"], p["finger_vel"]]).astype(
+            np.float32
+        )
 
     def privileged_state(self) -> FetchState:
         p = self._split()

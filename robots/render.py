@@ -73,18 +73,18 @@ class FastRenderer:
         except Exception as exc:  # any GL failure means the same thing to the user
             raise gl.rendering_failed(exc) from exc
         flags = self._renderer.scene.flags
-        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+        for flag in (
+            mujoco.mjtRndFlag.mjRND_SHADOW,
+            mujoco.mjtRndFlag.mjRND_REFLECTION,
+            mujoco.mjtRndFlag.mjRND_SKYBOX,
+        ):
             flags[flag] = 0
 
-        self._camera = mujoco.MjvCamera()
         self._fixed_id = -1
         if isinstance(camera, CameraSpec):
-            self._camera.type = mujoco.mjtCamera.mjCAMERA_FREE
-            self._camera.lookat[:] = camera.lookat
-            self._camera.distance = camera.distance
-            self._camera.azimuth = camera.azimuth
-            self._camera.elevation = camera.elevation
+            self._camera = self.free_camera(camera)
         else:
+            self._camera = mujoco.MjvCamera()
             self._fixed_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
             if self._fixed_id < 0:
                 names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
@@ -99,6 +99,19 @@ class FastRenderer:
         if not _ATEXIT_REGISTERED:
             atexit.register(_close_all)
             _ATEXIT_REGISTERED = True
+
+    @staticmethod
+    def free_camera(spec: CameraSpec) -> Any:
+        """A ``mujoco.MjvCamera`` for a CameraSpec (usable with any ``mujoco.Renderer``)."""
+        import mujoco
+
+        camera = mujoco.MjvCamera()
+        camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        camera.lookat[:] = spec.lookat
+        camera.distance = spec.distance
+        camera.azimuth = spec.azimuth
+        camera.elevation = spec.elevation
+        return camera
 
     def render(self, data: Any) -> np.ndarray:
         """Render the current state of ``data`` into a new uint8 (height, width, 3) RGB array."""

@@ -41,7 +41,9 @@ def _sawyer(task: str, instruction: str, steps: int = 200) -> TaskSpec:
     return TaskSpec(f"xlab/sawyer-{task}-v0", "sawyer", f"{task}-v3", instruction, steps, SAWYER_CAMERA)
 
 
-def _fetch(task: str, backend: str, instruction: str, steps: int, camera: CameraSpec = FETCH_CAMERA) -> TaskSpec:
+def _fetch(
+    task: str, backend: str, instruction: str, steps: int, camera: CameraSpec = FETCH_CAMERA
+) -> TaskSpec:
     return TaskSpec(f"xlab/fetch-{task}-v0", "fetch", backend, instruction, steps, camera)
 
 

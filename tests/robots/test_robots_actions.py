@@ -34,7 +34,9 @@ def test_round_trips(name):
         back = body.from_native(body.to_native(action))
         # The axes both robots have: translation and gripper. Neither can rotate its gripper.
         np.testing.assert_allclose(back["world_vector"], action["world_vector"], atol=1e-6)
-        np.testing.assert_allclose(back["gripper_closedness_action"], action["gripper_closedness_action"], atol=1e-6)
+        np.testing.assert_allclose(
+            back["gripper_closedness_action"], action["gripper_closedness_action"], atol=1e-6
+        )
         np.testing.assert_array_equal(back["rotation_delta"], 0)
         np.testing.assert_array_equal(back["terminate_episode"], [0, 1, 0])
         assert set(back) == set(robots.RT1_ACTION_KEYS)

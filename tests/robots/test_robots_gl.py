@@ -11,7 +11,9 @@ PY = sys.executable
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
-    return subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120, env={**environ, **env})
+    return subprocess.run(
+        [PY, "-c", code], capture_output=True, text=True, timeout=120, env={**environ, **env}
+    )
 
 
 def test_backend_chosen_automatically_and_renders():
