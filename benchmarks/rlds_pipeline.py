@@ -59,7 +59,9 @@ def write_datasets(root: str, names: list[str], episodes: int, steps: int, image
             )
             for i in range(episodes)
         ]
-        out[name] = str(write_rlds(root, eps, name=name, max_episodes_per_shard=10, embedding_backend="hash-fallback"))
+        out[name] = str(
+            write_rlds(root, eps, name=name, max_episodes_per_shard=10, embedding_backend="hash-fallback")
+        )
     return out
 
 
@@ -69,7 +71,9 @@ class FiLMConvPolicy(nn.Module):
     def __init__(self, embed_dim: int = 384, width: int = 32, tokens: int = 11, vocab: int = 256):
         super().__init__()
         chans = [3, width, width * 2, width * 4]
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans, chans[1:], strict=False))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans, chans[1:], strict=False)
+        )
         self.films = nn.ModuleList(nn.Linear(embed_dim, 2 * c) for c in chans[1:])
         self.head = nn.Sequential(nn.Linear(chans[-1], 256), nn.GELU(), nn.Linear(256, tokens * vocab))
         self.tokens, self.vocab = tokens, vocab
@@ -146,12 +150,19 @@ def main() -> None:
 
     def one_pass(epoch: int) -> tuple[float, int, dict[str, torch.Tensor]]:
         ds = read_rlds_windows(
-            dirs, mixture=mixture, window=args.window, image_size=(args.image, args.image), seed=0, epoch=epoch,
+            dirs,
+            mixture=mixture,
+            window=args.window,
+            image_size=(args.image, args.image),
+            seed=0,
+            epoch=epoch,
             embedding_backend="hash-fallback",
         )
         rows, first = 0, None
         t = time.perf_counter()
-        for batch in iter_torch_window_batches(ds, batch_size=args.batch, local_shuffle_buffer_size=4 * args.batch):
+        for batch in iter_torch_window_batches(
+            ds, batch_size=args.batch, local_shuffle_buffer_size=4 * args.batch
+        ):
             rows += len(batch["tokens"])
             if first is None and len(batch["tokens"]) == args.batch:
                 first = batch
@@ -160,15 +171,22 @@ def main() -> None:
     warm_s, _, batch = one_pass(0)
     pass_s, rows, _ = one_pass(1)
     pipeline_wps = rows / pass_s
-    print(f"pipeline: warm-up pass {warm_s:.1f} s (starts TF workers); timed pass {rows} windows in {pass_s:.2f} s")
+    print(
+        f"pipeline: warm-up pass {warm_s:.1f} s (starts TF workers); timed pass {rows} windows in {pass_s:.2f} s"
+    )
     print(f"pipeline: {pipeline_wps:,.0f} windows/s ({n_windows} windows in the data, window {args.window})")
 
     torch.set_num_threads(args.num_cpus)
     step_s = time_training(
-        {k: batch[k] for k in ("image", "pad_mask", "embedding", "tokens")}, args.device, args.train_steps, warmup=2
+        {k: batch[k] for k in ("image", "pad_mask", "embedding", "tokens")},
+        args.device,
+        args.train_steps,
+        warmup=2,
     )
     train_wps = args.batch / step_s
-    print(f"training: {step_s * 1000:.0f} ms per step of {args.batch} windows on {args.device} -> {train_wps:,.0f} windows/s")
+    print(
+        f"training: {step_s * 1000:.0f} ms per step of {args.batch} windows on {args.device} -> {train_wps:,.0f} windows/s"
+    )
     ratio = pipeline_wps / train_wps
     print(f"ratio pipeline / training = {ratio:.1f} (goal >= 5: {'met' if ratio >= 5 else 'NOT met'})")
     shutdown_ray()

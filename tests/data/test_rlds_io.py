@@ -100,7 +100,9 @@ def write_read_roundtrip(tmp: Path) -> None:
     names = sorted(p.name for p in path.iterdir())
     for f in ("dataset_info.json", "features.json", "metadata.json", "dataset_statistics.json"):
         assert f in names, names
-    assert [n for n in names if ".tfrecord-" in n] == [f"sim_roundtrip-train.tfrecord-{i:05d}" for i in range(3)]
+    assert [n for n in names if ".tfrecord-" in n] == [
+        f"sim_roundtrip-train.tfrecord-{i:05d}" for i in range(3)
+    ]
 
     ds = open_rlds(path)
     assert (ds.name, ds.version, ds.split, ds.transform) == ("sim_roundtrip", "0.1.0", "train", "xlab")
@@ -116,14 +118,18 @@ def write_read_roundtrip(tmp: Path) -> None:
         np.testing.assert_array_equal(obs["state"], ep.states)
         assert [s.decode() for s in obs["natural_language_instruction"]] == [ep.instruction] * t
         assert [s.decode() for s in steps["language_instruction"]] == [ep.instruction] * t
-        np.testing.assert_array_equal(obs["natural_language_embedding"], np.tile(hash_embed(ep.instruction), (t, 1)))
+        np.testing.assert_array_equal(
+            obs["natural_language_embedding"], np.tile(hash_embed(ep.instruction), (t, 1))
+        )
         full = complete_action(ep.actions, t)
         assert set(steps["action"]) == set(full)
         for k, v in full.items():
             np.testing.assert_array_equal(steps["action"][k], v, err_msg=k)
             assert steps["action"][k].dtype == v.dtype, k
         np.testing.assert_array_equal(steps["reward"], ep.rewards)
-        np.testing.assert_array_equal(steps["discount"], ep.discounts if ep.discounts is not None else np.ones(t))
+        np.testing.assert_array_equal(
+            steps["discount"], ep.discounts if ep.discounts is not None else np.ones(t)
+        )
         idx = np.arange(t)
         np.testing.assert_array_equal(steps["is_first"], idx == 0)
         np.testing.assert_array_equal(steps["is_last"], idx == t - 1)
@@ -165,7 +171,15 @@ def tfds_builder_from_directory_reads_it(tmp: Path) -> None:
     features = builder.info.features
     assert isinstance(features["steps"], tfds.features.Dataset)
     step = features["steps"].feature
-    assert set(step.keys()) >= {"observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal"}
+    assert set(step.keys()) >= {
+        "observation",
+        "action",
+        "reward",
+        "discount",
+        "is_first",
+        "is_last",
+        "is_terminal",
+    }
     assert set(step["observation"].keys()) == {
         "image",
         "state",
@@ -184,7 +198,13 @@ def tfds_builder_from_directory_reads_it(tmp: Path) -> None:
 
 @case
 def fractal_layout_through_loader(tmp: Path) -> None:
-    from xlab.data.rlds import ActionTokenizer, complete_action, iter_windows, load_or_compute_statistics, open_rlds
+    from xlab.data.rlds import (
+        ActionTokenizer,
+        complete_action,
+        iter_windows,
+        load_or_compute_statistics,
+        open_rlds,
+    )
     from xlab.data.rlds.layouts import fractal_dataset_config, synthetic_fractal_example
     from xlab.data.rlds.writer import write_rlds_examples
 
@@ -194,7 +214,9 @@ def fractal_layout_through_loader(tmp: Path) -> None:
         tmp, "fractal20220817_data", fractal_dataset_config(), examples, max_episodes_per_shard=2
     )
     ds = open_rlds(path, image_size=(64, 80))
-    assert ds.transform == "fractal20220817_data" and ds.shard_lengths == [2, 1] and ds.embedding_model is None
+    assert (
+        ds.transform == "fractal20220817_data" and ds.shard_lengths == [2, 1] and ds.embedding_model is None
+    )
     obs_spec = ds.builder.info.features["steps"].feature["observation"]
     assert obs_spec["image"].shape == (256, 320, 3) and obs_spec["natural_language_embedding"].shape == (512,)
     assert ds.builder.info.features["steps"].feature["action"]["terminate_episode"].dtype.name == "int32"
@@ -210,10 +232,15 @@ def fractal_layout_through_loader(tmp: Path) -> None:
         for k, v in complete_action(ex["steps"]["action"], n).items():
             np.testing.assert_array_equal(traj.actions[k], v, err_msg=k)
         assert traj.instruction == "pick coke can" and traj.embedding.shape == (512,)
-        assert traj.metadata["attributes"]["env_name"] == "kitchen" and traj.metadata["aspects"]["success"] is True
+        assert (
+            traj.metadata["attributes"]["env_name"] == "kitchen"
+            and traj.metadata["aspects"]["success"] is True
+        )
     # JPEG (as in the published data) decodes close to the original frames.
     raw = next(ds.iter_raw_episodes())
-    err = np.abs(raw["steps"]["observation"]["image"].astype(int) - examples[0]["steps"]["observation"]["image"])
+    err = np.abs(
+        raw["steps"]["observation"]["image"].astype(int) - examples[0]["steps"]["observation"]["image"]
+    )
     assert err.mean() < 4, err.mean()
 
     # Windows: the stored 512-d USE embedding is foreign, so "auto" recomputes one in our space.
@@ -225,6 +252,13 @@ def fractal_layout_through_loader(tmp: Path) -> None:
     np.testing.assert_array_equal(cols[1]["tokens"], tok.tokenize(trajs[1].actions))
     stored = next(iter_windows(ds, window=2, embedding="stored"))
     assert stored["embedding"].shape == (6, 512)
+
+    # A renamed copy keeps the transform of the layout it was written in.
+    renamed = open_rlds(path, name="fractal_subset")
+    assert (
+        renamed.transform == "fractal20220817_data"
+        and next(renamed.iter_episodes()).dataset == "fractal_subset"
+    )
 
     stats = load_or_compute_statistics(ds)
     assert stats["num_episodes"] == 3 and stats["num_steps"] == 17 and stats["state"]["dim"] == 8
@@ -248,7 +282,9 @@ def bridge_layout_through_loader(tmp: Path) -> None:
     np.testing.assert_allclose(
         traj.actions["rotation_delta"], np.clip(act["rotation_delta"] / 0.25 * 1.4, -1.39, 1.39), atol=1e-5
     )
-    np.testing.assert_array_equal(traj.actions["gripper_closedness_action"][:, 0], np.where(act["open_gripper"], -1, 1))
+    np.testing.assert_array_equal(
+        traj.actions["gripper_closedness_action"][:, 0], np.where(act["open_gripper"], -1, 1)
+    )
     assert traj.actions["terminate_episode"].tolist() == [[0, 1, 0]] * 4 + [[1, 0, 0]]
     assert not traj.actions["base_displacement_vector"].any()
     assert traj.images.shape == (5, 32, 40, 3) and traj.states.shape == (5, 7)
@@ -311,7 +347,10 @@ def writer_shards_validates_and_overwrites(tmp: Path) -> None:
     eps = sim_episodes()
     path = write_rlds(tmp, eps, name="sim_w", num_shards=2, embedding_backend="hash-fallback")
     assert open_rlds(path).shard_lengths == [4, 3]
-    for kwargs, words in (({}, "already exists"), ({"overwrite": True, "num_shards": 0}, "num_shards must be")):
+    for kwargs, words in (
+        ({}, "already exists"),
+        ({"overwrite": True, "num_shards": 0}, "num_shards must be"),
+    ):
         try:
             write_rlds(tmp, eps, name="sim_w", embedding_backend="hash-fallback", **kwargs)
         except RLDSError as e:
@@ -321,6 +360,15 @@ def writer_shards_validates_and_overwrites(tmp: Path) -> None:
     path = write_rlds(tmp, eps[:2], name="sim_w", overwrite=True, embedding_backend="hash-fallback")
     assert open_rlds(path).shard_lengths == [2]
     assert sorted(p.name for p in path.glob("*.tfrecord-*")) == ["sim_w-train.tfrecord-00000"]
+    stateless = sim_episodes(2)
+    for ep in stateless:
+        ep.states = np.zeros((len(ep), 0), np.float32)
+    try:  # TF would crash (SIGFPE) reading a zero-size feature back: refuse to write it
+        write_rlds(tmp, stateless, name="sim_nostate", embedding_backend="hash-fallback")
+    except RLDSError as e:
+        assert "state_dim must be >= 1" in str(e), str(e)
+    else:
+        raise AssertionError("an empty state was accepted")
     bad = sim_episodes(3)
     bad[2].images = bad[2].images[:, :10]
     try:
@@ -329,6 +377,7 @@ def writer_shards_validates_and_overwrites(tmp: Path) -> None:
         assert "episode 2" in str(e) and "images must be uint8" in str(e), str(e)
     else:
         raise AssertionError("a wrongly sized image was accepted")
+    assert not (tmp / "sim_bad" / "0.1.0").exists()  # a failed write leaves nothing behind
 
 
 # ---------------------------------------------------------------- child entry point and pytest side
@@ -364,7 +413,9 @@ def tf_results(tmp_path_factory) -> dict[str, str | None]:
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     if not out.exists():
-        pytest.fail(f"the TensorFlow case runner died (rc={proc.returncode}):\n{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"the TensorFlow case runner died (rc={proc.returncode}):\n{proc.stderr[-6000:]}", pytrace=False
+        )
     return json.loads(out.read_text())
 
 

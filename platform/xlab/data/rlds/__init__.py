@@ -78,7 +78,14 @@ from xlab.data.rlds.transforms import (
 from xlab.data.rlds.windows import TENSOR_COLUMNS, WINDOW_COLUMNS, episode_windows, window_indices
 from xlab.data.rlds.writer import write_rlds, write_rlds_examples
 
-_RAY_NAMES = ("RLDSSource", "RLDSWindowDatasource", "read_rlds_windows", "iter_torch_window_batches", "TF_WORKER_ENV")
+_RAY_NAMES = (
+    "RLDSSource",
+    "RLDSWindowDatasource",
+    "read_rlds_windows",
+    "iter_torch_window_batches",
+    "TF_WORKER_ENV",
+    "WindowCollate",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -105,6 +112,7 @@ __all__ = [
     "TENSOR_COLUMNS",
     "TRANSFORMS",
     "WINDOW_COLUMNS",
+    "WindowCollate",
     "ActionBounds",
     "ActionTokenizer",
     "Episode",

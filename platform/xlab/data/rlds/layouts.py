@@ -82,14 +82,34 @@ def fractal_dataset_config():
         reward_info=f.Scalar(dtype=np.float32),
         episode_metadata_info={
             "aspects": f.FeaturesDict(
-                {k: scalar_bool for k in ("already_success", "feasible", "has_aspects", "success", "undesirable")}
+                {
+                    k: scalar_bool
+                    for k in ("already_success", "feasible", "has_aspects", "success", "undesirable")
+                }
             ),
             "attributes": f.FeaturesDict(
                 {
-                    **{k: f.Scalar(dtype=np.int64) for k in ("collection_mode", "data_type", "env", "location", "objects_family", "task_family")},
+                    **{
+                        k: f.Scalar(dtype=np.int64)
+                        for k in (
+                            "collection_mode",
+                            "data_type",
+                            "env",
+                            "location",
+                            "objects_family",
+                            "task_family",
+                        )
+                    },
                     **{
                         f"{k}_name": f.Text()
-                        for k in ("collection_mode", "data_type", "env", "location", "objects_family", "task_family")
+                        for k in (
+                            "collection_mode",
+                            "data_type",
+                            "env",
+                            "location",
+                            "objects_family",
+                            "task_family",
+                        )
                     },
                 }
             ),
@@ -136,11 +156,15 @@ def smooth_images(rng: np.random.Generator, length: int, shape: tuple[int, int, 
         cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
         blob = 120.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (0.02 * h * w))
         grad = 60.0 * (xx / w)[..., None] + 40.0 * (yy / h)[..., None]
-        frames[t] = np.clip(base * 0.5 + grad + blob[..., None] * np.array([1.0, 0.6, 0.3]), 0, 255).astype(np.uint8)
+        frames[t] = np.clip(base * 0.5 + grad + blob[..., None] * np.array([1.0, 0.6, 0.3]), 0, 255).astype(
+            np.uint8
+        )
     return frames
 
 
-def synthetic_fractal_example(rng: np.random.Generator, length: int = 8, instruction: str = "pick coke can") -> dict[str, Any]:
+def synthetic_fractal_example(
+    rng: np.random.Generator, length: int = 8, instruction: str = "pick coke can"
+) -> dict[str, Any]:
     """One random episode in the ``fractal20220817_data`` layout (actions within RT-1 bounds)."""
     r = rng.uniform
 
@@ -152,7 +176,13 @@ def synthetic_fractal_example(rng: np.random.Generator, length: int = 8, instruc
     emb = rng.normal(size=512).astype(np.float32)
     idx = np.arange(length)
     return {
-        "aspects": {"already_success": False, "feasible": True, "has_aspects": True, "success": True, "undesirable": False},
+        "aspects": {
+            "already_success": False,
+            "feasible": True,
+            "has_aspects": True,
+            "success": True,
+            "undesirable": False,
+        },
         "attributes": {
             "collection_mode": 1,
             "collection_mode_name": "teleop",
@@ -200,7 +230,9 @@ def synthetic_fractal_example(rng: np.random.Generator, length: int = 8, instruc
     }
 
 
-def synthetic_bridge_example(rng: np.random.Generator, length: int = 6, instruction: str = "put the spoon in the pot") -> dict[str, Any]:
+def synthetic_bridge_example(
+    rng: np.random.Generator, length: int = 6, instruction: str = "put the spoon in the pot"
+) -> dict[str, Any]:
     """One random episode in the Open X-Embodiment 0.1.0 ``bridge`` layout."""
     idx = np.arange(length)
     emb = rng.normal(size=512).astype(np.float32)

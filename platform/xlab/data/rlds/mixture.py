@@ -54,7 +54,9 @@ class Mixture:
         if len(set(names)) != len(names):
             raise RLDSError(f"mixture {self.name!r} lists a dataset twice: {names}")
         if any(w < 0 or not np.isfinite(w) for _, w in comps) or sum(w for _, w in comps) <= 0:
-            raise RLDSError(f"mixture {self.name!r} needs finite weights >= 0 with a positive sum, got {comps}")
+            raise RLDSError(
+                f"mixture {self.name!r} needs finite weights >= 0 with a positive sum, got {comps}"
+            )
         object.__setattr__(self, "components", comps)
 
     @property
@@ -84,7 +86,9 @@ def get_mixture(mixture: str | Mixture | Sequence[tuple[str, float]]) -> Mixture
         try:
             return MIXTURES[mixture]
         except KeyError:
-            raise UnknownMixtureError(f"unknown mixture {mixture!r}; registered: {sorted(MIXTURES)}") from None
+            raise UnknownMixtureError(
+                f"unknown mixture {mixture!r}; registered: {sorted(MIXTURES)}"
+            ) from None
     return Mixture("custom", tuple(mixture))
 
 
@@ -131,7 +135,9 @@ def copies_per_window(rate: float, n: int, rng: np.random.Generator) -> np.ndarr
 class MixtureSampler:
     """Draw ``(dataset, window_index)`` pairs: dataset by weight, window uniformly within it."""
 
-    def __init__(self, sizes: Mapping[str, int], mixture: Mixture | str | Sequence[tuple[str, float]], seed: int = 0):
+    def __init__(
+        self, sizes: Mapping[str, int], mixture: Mixture | str | Sequence[tuple[str, float]], seed: int = 0
+    ):
         self.mixture = get_mixture(mixture)
         probs = self.mixture.probabilities()
         missing = [d for d in probs if d not in sizes]

@@ -55,7 +55,9 @@ def find_builder_dir(root: str | os.PathLike, name: str, version: str | None = N
             key=lambda p: tuple(int(x) if x.isdigit() else 0 for x in p.name.split(".")),
         )
         if not versions:
-            raise RLDSError(f"no RLDS dataset {name!r} under {root} (expected {base}/<version>/dataset_info.json)")
+            raise RLDSError(
+                f"no RLDS dataset {name!r} under {root} (expected {base}/<version>/dataset_info.json)"
+            )
         path = versions[-1]
     if not (path / "dataset_info.json").exists():
         raise RLDSError(f"no RLDS dataset at {path} (dataset_info.json missing)")
@@ -105,13 +107,16 @@ class RLDSDataset:
         self.name = name or info.name
         self.version = str(info.version)
         if split not in info.splits:
-            raise RLDSError(f"dataset {self.name} at {self.path} has no split {split!r}; splits: {sorted(info.splits)}")
+            raise RLDSError(
+                f"dataset {self.name} at {self.path} has no split {split!r}; splits: {sorted(info.splits)}"
+            )
         self.split = split
         self.metadata: dict[str, Any] = dict(info.metadata or {})
         self.xlab_meta: dict[str, Any] | None = self.metadata.get("xlab")
         if transform is None:
-            # Our own datasets carry xlab metadata whatever their name; others go by name.
-            transform = "xlab" if self.xlab_meta else self.name
+            # Our own datasets carry xlab metadata whatever their name; others go by name (the
+            # caller's name for it if registered, else the builder's own, e.g. for a renamed copy).
+            transform = "xlab" if self.xlab_meta else self.name if self.name in TRANSFORMS else info.name
         get_transform(transform)  # fail now, naming the registered transforms
         self.transform = transform
         self.image_size = tuple(image_size) if image_size else None
@@ -186,11 +191,14 @@ class RLDSDataset:
                 n += 1
                 yield episode
         except tf.errors.OpError as e:
-            raise RLDSShardError(path, f"unreadable after {n} episodes ({_clean_tf_message(e)}); the file is corrupt") from None
+            raise RLDSShardError(
+                path, f"unreadable after {n} episodes ({_clean_tf_message(e)}); the file is corrupt"
+            ) from None
         expected = self.shard_lengths[i]
         if n != expected:
             raise RLDSShardError(
-                path, f"holds {n} episodes but dataset_info.json lists {expected}: the file is truncated or was replaced"
+                path,
+                f"holds {n} episodes but dataset_info.json lists {expected}: the file is truncated or was replaced",
             )
 
     def standardize(self, raw: dict[str, Any], resize: bool = True) -> Trajectory:
@@ -230,9 +238,13 @@ def episode_embedding(
     if mode not in EMBEDDING_MODES:
         raise RLDSError(f"embedding mode must be one of {EMBEDDING_MODES}, got {mode!r}")
     backend = backend or text_embed.embedding_backend()
-    if mode == "stored" or (mode == "auto" and traj.embedding is not None and stored_model in (backend, "provided")):
+    if mode == "stored" or (
+        mode == "auto" and traj.embedding is not None and stored_model in (backend, "provided")
+    ):
         if traj.embedding is None:
-            raise RLDSError(f"dataset {traj.dataset} stores no instruction embedding; use embedding mode 'recompute'")
+            raise RLDSError(
+                f"dataset {traj.dataset} stores no instruction embedding; use embedding mode 'recompute'"
+            )
         return traj.embedding
     return text_embed.embed_instructions([traj.instruction], backend=backend, cache_dir=cache_dir)[0]
 
@@ -254,5 +266,7 @@ def iter_windows(
         offset = dataset.shard_offset(i)
         for j, raw in enumerate(dataset.read_shard(i)):
             traj = dataset.standardize(raw)
-            emb = episode_embedding(traj, dataset.embedding_model, embedding, embedding_backend, embed_cache_dir)
+            emb = episode_embedding(
+                traj, dataset.embedding_model, embedding, embedding_backend, embed_cache_dir
+            )
             yield episode_windows(traj, window, tokenizer, emb, dataset_id=dataset_id, episode=offset + j)

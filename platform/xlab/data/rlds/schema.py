@@ -60,7 +60,11 @@ class RLDSShardError(RLDSError):
 
     def __init__(self, path: str, reason: str):
         self.path = path
+        self.reason = reason
         super().__init__(f"RLDS shard {path}: {reason}")
+
+    def __reduce__(self):  # raised in Ray read tasks: must unpickle in the driver
+        return (type(self), (self.path, self.reason))
 
 
 class TensorFlowMissingError(RLDSError, ImportError):
@@ -88,7 +92,9 @@ def require_tfds():
     return tf, tfds
 
 
-def complete_action(action: Mapping[str, Any], length: int, terminal_last: bool = True) -> dict[str, np.ndarray]:
+def complete_action(
+    action: Mapping[str, Any], length: int, terminal_last: bool = True
+) -> dict[str, np.ndarray]:
     """The full RT-1 action dict ``{key: [T, size]}`` from a partial one.
 
     Missing continuous keys become zeros (e.g. an arm without a mobile base). A missing

@@ -120,7 +120,9 @@ class ActionTokenizer:
         can emit any of the vocabulary) counts as 2.
         """
         if tokens.shape[-1] != self.num_tokens:
-            raise RLDSError(f"expected {self.num_tokens} action tokens on the last axis, got shape {tuple(tokens.shape)}")
+            raise RLDSError(
+                f"expected {self.num_tokens} action tokens on the last axis, got shape {tuple(tokens.shape)}"
+            )
         out: dict[str, Any] = {}
         i = 0
         if _is_torch(tokens):

@@ -75,7 +75,9 @@ def get_transform(name: str) -> TransformFn:
         ) from None
 
 
-def rescale(x: np.ndarray, low: float, high: float, new_low: float, new_high: float, margin: float = 0.0) -> np.ndarray:
+def rescale(
+    x: np.ndarray, low: float, high: float, new_low: float, new_high: float, margin: float = 0.0
+) -> np.ndarray:
     """Affine map ``[low, high] -> [new_low, new_high]``, clipped ``margin`` inside the new range."""
     y = (np.asarray(x, np.float32) - low) / (high - low) * (new_high - new_low) + new_low
     return np.clip(y, new_low + margin, new_high - margin).astype(np.float32)
@@ -211,7 +213,9 @@ def bridge_transform(raw: Mapping[str, Any], dataset: str) -> Trajectory:
     return Trajectory(
         dataset=dataset,
         images=np.asarray(image, np.uint8),
-        states=np.zeros((length, 0), np.float32) if state is None else np.asarray(state, np.float32).reshape(length, -1),
+        states=np.zeros((length, 0), np.float32)
+        if state is None
+        else np.asarray(state, np.float32).reshape(length, -1),
         actions=actions,
         instruction=_first_text(obs.get("natural_language_instruction"), steps.get("language_instruction")),
         is_first=is_first,

@@ -119,7 +119,9 @@ def write_rlds_examples(
     builder_dir = Path(data_dir) / name / version
     if (builder_dir / "dataset_info.json").exists():
         if not overwrite:
-            raise RLDSError(f"an RLDS dataset already exists at {builder_dir}; pass overwrite=True to replace it")
+            raise RLDSError(
+                f"an RLDS dataset already exists at {builder_dir}; pass overwrite=True to replace it"
+            )
         shutil.rmtree(builder_dir)  # old shards would otherwise linger next to the new ones
     builder_dir.mkdir(parents=True, exist_ok=True)
     identity = tfds.core.dataset_info.DatasetIdentity(
@@ -131,8 +133,12 @@ def write_rlds_examples(
     try:
         for example in examples:
             writer.add_examples({split: [example]})
-    finally:
         writer.close_all()
+    except BaseException:
+        # A half-written dataset would read as valid (its dataset_info.json lists what was
+        # written) and block a retry without overwrite=True: remove it.
+        shutil.rmtree(builder_dir, ignore_errors=True)
+        raise
     return builder_dir
 
 
@@ -150,7 +156,9 @@ def _check_episode(ep: Episode, i: int, image_shape: tuple[int, ...], state_dim:
             f"got {np.asarray(ep.images).dtype} {np.shape(ep.images)}"
         )
     if np.shape(ep.states) != (length, state_dim):
-        raise RLDSError(f"episode {i} ({ep.episode_id!r}): states must be [{length}, {state_dim}], got {np.shape(ep.states)}")
+        raise RLDSError(
+            f"episode {i} ({ep.episode_id!r}): states must be [{length}, {state_dim}], got {np.shape(ep.states)}"
+        )
     return length
 
 
@@ -174,8 +182,12 @@ def episode_example(ep: Episode, embedding: np.ndarray) -> dict[str, Any]:
                 "natural_language_embedding": np.repeat(np.asarray(embedding, np.float32)[None], length, 0),
             },
             "action": actions,
-            "reward": np.zeros(length, np.float32) if ep.rewards is None else np.asarray(ep.rewards, np.float32).reshape(length),
-            "discount": np.ones(length, np.float32) if ep.discounts is None else np.asarray(ep.discounts, np.float32).reshape(length),
+            "reward": np.zeros(length, np.float32)
+            if ep.rewards is None
+            else np.asarray(ep.rewards, np.float32).reshape(length),
+            "discount": np.ones(length, np.float32)
+            if ep.discounts is None
+            else np.asarray(ep.discounts, np.float32).reshape(length),
             "is_first": idx == 0,
             "is_last": idx == length - 1,
             "is_terminal": is_terminal,
@@ -239,9 +251,16 @@ def write_rlds(
     if len(image_shape) != 3 or image_shape[2] != 3:
         raise RLDSError(f"image_shape must be (H, W, 3), got {image_shape}")
     state_dim = int(state_dim if state_dim is not None else np.shape(first.states)[-1])
+    if state_dim < 1:
+        # TF's example parser dies with SIGFPE on a zero-size tensor feature when reading back.
+        raise RLDSError(
+            "state_dim must be >= 1 (TFDS cannot read empty tensors back); store e.g. the gripper state"
+        )
     backend = embedding_backend or text_embed.embedding_backend()
     if embed_dim is None:
-        embed_dim = int(np.shape(first.embedding)[-1]) if first.embedding is not None else text_embed.EMBED_DIM
+        embed_dim = (
+            int(np.shape(first.embedding)[-1]) if first.embedding is not None else text_embed.EMBED_DIM
+        )
     embedding_model = "provided" if first.embedding is not None else backend
 
     acc = StatsAccumulator()
@@ -249,6 +268,11 @@ def write_rlds(
     def examples() -> Iterator[dict[str, Any]]:
         for i, ep in enumerate(_chain(first, it)):
             _check_episode(ep, i, image_shape, state_dim)
+            if (ep.embedding is None) != (first.embedding is None):
+                raise RLDSError(
+                    f"episode {i} ({ep.episode_id!r}): either every episode carries an embedding or none does "
+                    "(the dataset records one embedding model)"
+                )
             if ep.embedding is not None:
                 emb = np.asarray(ep.embedding, np.float32).reshape(-1)
             else:
@@ -257,9 +281,13 @@ def write_rlds(
                         f"episode {i}: no embedding given and embed_dim={embed_dim}, but {backend} embeddings "
                         f"have {text_embed.EMBED_DIM} dims; pass Episode.embedding or embed_dim=None"
                     )
-                emb = text_embed.embed_instructions([ep.instruction], backend=backend, cache_dir=embed_cache_dir)[0]
+                emb = text_embed.embed_instructions(
+                    [ep.instruction], backend=backend, cache_dir=embed_cache_dir
+                )[0]
             if emb.shape != (embed_dim,):
-                raise RLDSError(f"episode {i} ({ep.episode_id!r}): embedding must have {embed_dim} numbers, got {emb.shape}")
+                raise RLDSError(
+                    f"episode {i} ({ep.episode_id!r}): embedding must have {embed_dim} numbers, got {emb.shape}"
+                )
             example = episode_example(ep, emb)
             acc.add(example["steps"]["action"], example["steps"]["observation"]["state"])
             yield example
