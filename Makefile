@@ -1,7 +1,7 @@
 # xlab: two commands set everything up on a fresh machine.
 #   make demo   create .venv, install, run the main job on embedded defaults
 #   make test   create .venv if needed, run the default test suite (< 15 min on 2 cores)
-# Also: make test-slow (tests marked slow), make lint, make bench, make ui.
+# Also: make test-slow (tests marked slow), make lint, make bench (all benchmarks), make ui.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -60,6 +60,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/optim_step.py
+	$(BIN)/python benchmarks/train_loop.py
+	$(BIN)/python benchmarks/env_steps.py
+	$(BIN)/python benchmarks/rlds_pipeline.py
 
 ui: $(STAMP)
 	$(BIN)/xlab ui
