@@ -1,0 +1,41 @@
+"""Robot policies: RT-1 / RT-1-X and a registry of named presets.
+
+::
+
+    from xlab.policies import build_policy, load_policy, HistoryBuffer
+    policy = build_policy("rt1x-small")               # presets: rt1x-tiny, rt1x-small, rt1x-paper
+    loss, metrics = policy.loss(batch)                # training on window batches
+    action = policy.act(images, embedding)            # inference: RT-1 action dict, numpy [B, ...]
+    policy.save_pretrained("ckpt"); policy = load_policy("ckpt")
+
+Modules: :mod:`~xlab.policies.rt1` (config, policy, history buffer, checkpoints),
+:mod:`~xlab.policies.registry` (presets), :mod:`~xlab.policies.film` (FiLM, small conv net),
+:mod:`~xlab.policies.efficientnet` (EfficientNet-B3 + FiLM), :mod:`~xlab.policies.token_learner`,
+:mod:`~xlab.policies.transformer` (RT-1 attention mask and decoder).
+"""
+
+from xlab.policies.registry import POLICIES, UnknownPolicyError, build_policy, policy_config, register_policy
+from xlab.policies.rt1 import (
+    HistoryBuffer,
+    PolicyError,
+    PolicySession,
+    RT1Config,
+    RT1Policy,
+    load_policy,
+)
+from xlab.policies.transformer import rt1_attention_mask
+
+__all__ = [
+    "POLICIES",
+    "HistoryBuffer",
+    "PolicyError",
+    "PolicySession",
+    "RT1Config",
+    "RT1Policy",
+    "UnknownPolicyError",
+    "build_policy",
+    "load_policy",
+    "policy_config",
+    "register_policy",
+    "rt1_attention_mask",
+]

@@ -1,0 +1,391 @@
+"""The RT-1 / RT-1-X policy: FiLM image tokenizer, TokenLearner, masked decoder, action-token head.
+
+One forward pass maps a window of ``T`` frames and an instruction embedding to action-token
+logits for every frame of the window::
+
+    from xlab.policies import build_policy, load_policy
+    policy = build_policy("rt1x-tiny")
+    logits = policy(images, embedding, pad_mask)   # [B,T,H,W,3], [B,E], [B,T] -> [B,T,11,256]
+    loss, metrics = policy.loss(batch)             # batch from xlab.data.rlds window batches
+    action = policy.act(images, embedding)         # RT-1 action dict of the last frame, numpy [B, ...]
+    policy.save_pretrained("ckpt/"); policy = load_policy("ckpt/")
+
+Pipeline per frame: image (uint8 -> [0, 1] -> ImageNet normalization, resized to
+``config.image_size`` if needed) -> FiLM-conditioned backbone (``small-film``: a small conv net,
+``efficientnet-b3-film``: EfficientNet-B3, randomly initialized) -> ``d_model``-channel feature
+map -> :class:`~xlab.policies.token_learner.TokenLearner` -> ``num_image_tokens`` tokens. The
+window's sequence interleaves each frame's image tokens with 11 action slots whose inputs are
+learned query embeddings, plus learned position embeddings; the decoder uses RT-1's attention
+mask (:func:`~xlab.policies.transformer.rt1_attention_mask`) and a linear head maps each action
+slot to ``vocab_size`` logits. Tokens are RT-1's (:class:`xlab.data.rlds.tokenize.ActionTokenizer`).
+
+For step-by-step control of many simulators at once, :class:`HistoryBuffer` keeps each
+environment's last ``T`` frames (front-padded) and :class:`PolicySession` couples it to a policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xlab.data.rlds.tokenize import RT1_BOUNDS, RT1X_BOUNDS, ActionBounds, ActionTokenizer
+from xlab.errors import XlabError
+from xlab.policies.efficientnet import EfficientNetB3FiLM
+from xlab.policies.film import SmallFiLMConvNet
+from xlab.policies.token_learner import TokenLearner
+from xlab.policies.transformer import RT1Transformer, rt1_attention_mask
+
+BACKBONES = ("small-film", "efficientnet-b3-film")
+BOUNDS: dict[str, ActionBounds] = {"rt1x": RT1X_BOUNDS, "rt1": RT1_BOUNDS}
+CONFIG_FILE, WEIGHTS_FILE, FORMAT = "config.json", "model.pt", "xlab.rt1"
+# ImageNet statistics: what EfficientNet expects, and harmless for the small conv net.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+class PolicyError(XlabError):
+    """A bad policy config, input or checkpoint."""
+
+
+@dataclasses.dataclass
+class RT1Config:
+    """Hyper-parameters of :class:`RT1Policy` (see the presets in :mod:`xlab.policies.registry`).
+
+    ``head_dim`` defaults to ``d_model // num_heads`` (RT-1 uses 8 heads of 128 on a 512 width).
+    ``film_channels`` are the block widths of the ``small-film`` backbone (ignored by EfficientNet).
+    """
+
+    image_size: int = 64
+    history: int = 4
+    embed_dim: int = 384  # all-MiniLM-L6-v2 sentence embeddings
+    vocab_size: int = 256
+    num_action_tokens: int = 11
+    backbone: str = "small-film"
+    num_image_tokens: int = 8
+    d_model: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    ff_dim: int = 256
+    dropout: float = 0.1
+    bounds: str = "rt1x"
+    head_dim: int | None = None
+    film_channels: tuple[int, ...] = (32, 64, 128)
+    token_learner_hidden: int = 64
+    name: str = ""  # preset it came from, for bookkeeping only
+
+    def __post_init__(self) -> None:
+        self.film_channels = tuple(int(c) for c in self.film_channels)
+        if self.backbone not in BACKBONES:
+            raise PolicyError(f"unknown backbone {self.backbone!r}; choose one of {list(BACKBONES)}")
+        if self.bounds not in BOUNDS:
+            raise PolicyError(f"unknown action bounds {self.bounds!r}; choose one of {sorted(BOUNDS)}")
+        if self.num_action_tokens != 11:
+            raise PolicyError("num_action_tokens must be 11 (the RT-1 action tokenizer's layout)")
+        for field in ("image_size", "history", "embed_dim", "vocab_size", "num_image_tokens", "d_model",
+                      "num_layers", "num_heads", "ff_dim"):
+            if int(getattr(self, field)) < 1:
+                raise PolicyError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            raise PolicyError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}; set head_dim")
+        if not 0.0 <= self.dropout < 1.0:
+            raise PolicyError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def attn_head_dim(self) -> int:
+        return self.head_dim or self.d_model // self.num_heads
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.num_image_tokens + self.num_action_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["film_channels"] = list(self.film_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RT1Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PolicyError(f"unknown RT1Config fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _to_tensor(x: Any, device: torch.device) -> torch.Tensor:
+    return x.to(device) if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), device=device)
+
+
+class RT1Policy(nn.Module):
+    """RT-1 / RT-1-X policy (module docstring has the architecture and usage)."""
+
+    def __init__(self, config: RT1Config):
+        super().__init__()
+        self.config = config
+        c = config
+        if c.backbone == "small-film":
+            self.backbone: nn.Module = SmallFiLMConvNet(c.embed_dim, c.d_model, c.film_channels)
+        else:
+            self.backbone = EfficientNetB3FiLM(c.embed_dim, c.d_model)
+        self.token_learner = TokenLearner(c.d_model, c.num_image_tokens, c.token_learner_hidden)
+        # Action slots take learned queries as inputs, never previous actions (no action copying).
+        self.action_queries = nn.Parameter(torch.randn(c.num_action_tokens, c.d_model) * 0.02)
+        self.pos_embedding = nn.Parameter(torch.randn(c.history * c.tokens_per_frame, c.d_model) * 0.02)
+        self.transformer = RT1Transformer(c.d_model, c.num_layers, c.num_heads, c.attn_head_dim, c.ff_dim, c.dropout)
+        self.head = nn.Linear(c.d_model, c.vocab_size)
+        self.tokenizer = ActionTokenizer(BOUNDS[c.bounds], c.vocab_size)
+        self.register_buffer("_mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---------------------------------------------------------------- forward
+    def _frames(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, H, W, 3] uint8 (0..255) or float (0..1) -> normalized [N, 3, S, S] float."""
+        x = images.permute(0, 3, 1, 2)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        s = self.config.image_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self._mean) / self._std
+
+    def forward(
+        self, images: torch.Tensor, embedding: torch.Tensor, pad_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Action-token logits ``[B, T, 11, vocab]`` for every frame of the window.
+
+        ``images`` ``[B, T, H, W, 3]``: uint8 in 0..255 or float in 0..1 (``T == config.history``);
+        ``embedding`` ``[B, embed_dim]``; ``pad_mask`` ``[B, T]`` bool, ``True`` = real frame,
+        ``False`` = front padding (default: all real).
+        """
+        c = self.config
+        if images.dim() != 5 or images.shape[-1] != 3:
+            raise PolicyError(f"images must be [B, T, H, W, 3], got {tuple(images.shape)}")
+        b, t = images.shape[:2]
+        if t != c.history:
+            raise PolicyError(f"window has {t} frames, the policy was built for history={c.history}")
+        if embedding.shape != (b, c.embed_dim):
+            raise PolicyError(f"embedding must be [{b}, {c.embed_dim}], got {tuple(embedding.shape)}")
+        if pad_mask is None:
+            pad_mask = torch.ones(b, t, dtype=torch.bool, device=images.device)
+        x = self._frames(images.reshape(b * t, *images.shape[2:]))
+        e = embedding.float().repeat_interleave(t, dim=0)  # every frame is conditioned on the instruction
+        tokens = self.token_learner(self.backbone(x, e)).view(b, t, c.num_image_tokens, c.d_model)
+        queries = self.action_queries.expand(b, t, -1, -1)
+        seq = torch.cat([tokens, queries], dim=2).reshape(b, t * c.tokens_per_frame, c.d_model)
+        seq = seq + self.pos_embedding
+        mask = rt1_attention_mask(t, c.num_image_tokens, c.num_action_tokens, pad_mask.to(torch.bool))
+        h = self.transformer(seq, mask).view(b, t, c.tokens_per_frame, c.d_model)
+        return self.head(h[:, :, c.num_image_tokens :])
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Cross-entropy over the action tokens of the valid (non-padded) frames of a window batch.
+
+        ``batch``: ``image`` [B,T,H,W,3] uint8, ``embedding`` [B,E], ``pad_mask`` [B,T] bool,
+        ``window_tokens`` [B,T,11] long. Returns ``(loss, {"token_acc": scalar,
+        "token_acc_per_sample": [B]})``; accuracies are over valid frames x 11 tokens, detached.
+        """
+        dev = self.device
+        pad_mask = _to_tensor(batch["pad_mask"], dev).to(torch.bool)
+        logits = self(_to_tensor(batch["image"], dev), _to_tensor(batch["embedding"], dev), pad_mask)
+        targets = _to_tensor(batch["window_tokens"], dev).long()
+        b, t, k, v = logits.shape
+        valid = pad_mask[:, :, None].expand(b, t, k).float()
+        ce = F.cross_entropy(logits.reshape(-1, v), targets.reshape(-1), reduction="none").view(b, t, k)
+        loss = (ce * valid).sum() / valid.sum().clamp(min=1.0)
+        with torch.no_grad():
+            correct = (logits.argmax(dim=-1) == targets).float() * valid
+            per_sample = correct.sum(dim=(1, 2)) / valid.sum(dim=(1, 2)).clamp(min=1.0)
+            acc = correct.sum() / valid.sum().clamp(min=1.0)
+        return loss, {"token_acc": acc, "token_acc_per_sample": per_sample}
+
+    # ---------------------------------------------------------------- inference
+    def _window(self, images: Any, pad_mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch, front-pad or crop a window to ``history`` frames."""
+        dev, t_model = self.device, self.config.history
+        images = _to_tensor(images, dev)
+        if images.dim() == 4:  # one environment: [T, H, W, 3]
+            images = images[None]
+            pad_mask = None if pad_mask is None else _to_tensor(pad_mask, dev)[None]
+        b, t = images.shape[:2]
+        pad_mask = (torch.ones(b, t, dtype=torch.bool, device=dev) if pad_mask is None
+                    else _to_tensor(pad_mask, dev).to(torch.bool).reshape(b, t))
+        if t > t_model:  # keep the most recent frames
+            images, pad_mask = images[:, -t_model:], pad_mask[:, -t_model:]
+        elif t < t_model:  # front-pad, as at an episode start
+            pad = t_model - t
+            images = torch.cat([images.new_zeros(b, pad, *images.shape[2:]), images], dim=1)
+            pad_mask = torch.cat([pad_mask.new_zeros(b, pad), pad_mask], dim=1)
+        return images, pad_mask
+
+    @torch.no_grad()
+    def act_tokens(
+        self,
+        observation_history: Any,
+        instruction_embedding: Any,
+        mode: str = "argmax",
+        temperature: float = 1.0,
+        pad_mask: Any = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Action tokens ``[B, 11]`` of the last frame (arguments as in :meth:`act`)."""
+        if mode not in ("argmax", "sample"):
+            raise PolicyError(f"mode must be 'argmax' or 'sample', got {mode!r}")
+        if isinstance(observation_history, Mapping):
+            if pad_mask is None:
+                pad_mask = observation_history.get("pad_mask")
+            observation_history = observation_history["image"]
+        images, pad_mask = self._window(observation_history, pad_mask)
+        emb = _to_tensor(instruction_embedding, self.device).float().reshape(images.shape[0], -1)
+        was_training = self.training
+        self.eval()  # no dropout at inference
+        try:
+            logits = self(images, emb, pad_mask)[:, -1]  # [B, 11, V]
+        finally:
+            self.train(was_training)
+        if mode == "argmax":
+            return logits.argmax(dim=-1)
+        if temperature <= 0:
+            raise PolicyError(f"temperature must be > 0, got {temperature}")
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=logits.device).manual_seed(seed)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+        return flat.view(probs.shape[:-1])
+
+    def act(
+        self,
+        observation_history: Any,
+        instruction_embedding: Any,
+        mode: str = "argmax",
+        temperature: float = 1.0,
+        pad_mask: Any = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, np.ndarray]:
+        """RT-1 action dict for the LAST frame of each window, numpy arrays ``[B, ...]``.
+
+        ``observation_history``: images ``[B, T, H, W, 3]`` (uint8 numpy or torch; ``[T, H, W, 3]``
+        for one environment), or a dict with ``image`` and optional ``pad_mask``. Windows shorter
+        than ``history`` are front-padded, longer ones keep their last frames.
+        ``instruction_embedding``: ``[B, E]``. ``mode="argmax"`` is deterministic; ``"sample"``
+        draws from ``softmax(logits / temperature)`` using ``generator``, a fresh one seeded with
+        ``seed``, or torch's global RNG.
+        """
+        tokens = self.act_tokens(observation_history, instruction_embedding, mode, temperature, pad_mask,
+                                 seed, generator)
+        return self.tokenizer.detokenize(tokens.cpu().numpy())
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.pt`` (CPU state dict) to ``directory``; returns it."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "version": 1, "class": "RT1Policy", "config": self.config.to_dict()}
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save(state, path / WEIGHTS_FILE)
+        return path
+
+
+def load_policy(directory: str | Path, map_location: str | torch.device = "cpu") -> RT1Policy:
+    """Load a policy written by :meth:`RT1Policy.save_pretrained` (on CPU by default), in eval mode."""
+    path = Path(directory)
+    cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+    if not cfg_file.is_file() or not weights.is_file():
+        raise PolicyError(f"{path} is not a saved policy: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
+    meta = json.loads(cfg_file.read_text())
+    if meta.get("format") != FORMAT:
+        raise PolicyError(f"{cfg_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    policy = RT1Policy(RT1Config.from_dict(meta["config"]))
+    policy.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
+    return policy.to(map_location).eval()
+
+
+class HistoryBuffer:
+    """Per-environment rolling window of the last ``history`` frames, front-padded with zeros.
+
+    ::
+
+        buf = HistoryBuffer(num_envs=8, history=policy.config.history)
+        images, pad_mask = buf.push(frames)      # frames [8, H, W, 3] -> [8, T, H, W, 3], [8, T]
+        action = policy.act(images, embeddings, pad_mask=pad_mask)
+        buf.reset(3)                             # environment 3 started a new episode
+
+    ``pad_mask[i, t]`` is ``True`` for real frames; after ``k`` pushes since a reset the last
+    ``min(k, T)`` frames are real. Returned arrays are copies (uint8 numpy).
+    """
+
+    def __init__(self, num_envs: int, history: int):
+        if num_envs < 1 or history < 1:
+            raise PolicyError(f"num_envs and history must be >= 1, got {num_envs}, {history}")
+        self.num_envs, self.history = num_envs, history
+        self._frames: np.ndarray | None = None  # allocated on the first push (frame shape unknown before)
+        self._count = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self, env: int | Sequence[int] | None = None) -> None:
+        """Forget the frames of environment ``env`` (an index, indices, or ``None`` = all)."""
+        idx = slice(None) if env is None else np.atleast_1d(np.asarray(env, dtype=np.int64))
+        self._count[idx] = 0
+        if self._frames is not None:
+            self._frames[idx] = 0
+
+    def pad_mask(self) -> np.ndarray:
+        """``[num_envs, T]`` bool, ``True`` where the window holds a real frame."""
+        return np.arange(self.history)[None, :] >= (self.history - self._count)[:, None]
+
+    def push(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Append one frame per environment (``[num_envs, H, W, 3]``); return the windows and pad mask."""
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().numpy()
+        images = np.asarray(images)
+        if images.shape[0] != self.num_envs or images.ndim != 4:
+            raise PolicyError(f"push expects [{self.num_envs}, H, W, 3] frames, got {images.shape}")
+        if self._frames is None or self._frames.shape[2:] != images.shape[1:]:
+            self._frames = np.zeros((self.num_envs, self.history, *images.shape[1:]), dtype=images.dtype)
+            self._count[:] = 0  # a new frame shape means new episodes
+        self._frames[:, :-1] = self._frames[:, 1:].copy()
+        self._frames[:, -1] = images
+        self._count = np.minimum(self._count + 1, self.history)
+        # Shifted-in slots of environments with fewer real frames than T are stale; zero them.
+        mask = self.pad_mask()
+        self._frames[~mask] = 0
+        return self._frames.copy(), mask
+
+
+class PolicySession:
+    """A policy plus a :class:`HistoryBuffer`: call :meth:`step` once per control step for all envs.
+
+    ::
+
+        session = PolicySession(policy, num_envs=8)
+        action = session.step(frames, embeddings)   # frames [8, H, W, 3] -> RT-1 dict, numpy [8, ...]
+        session.reset(i)                            # when environment i's episode ends
+    """
+
+    def __init__(self, policy: RT1Policy, num_envs: int):
+        self.policy = policy
+        self.buffer = HistoryBuffer(num_envs, policy.config.history)
+
+    def reset(self, env: int | Sequence[int] | None = None) -> None:
+        self.buffer.reset(env)
+
+    def step(self, images: Any, instruction_embedding: Any, mode: str = "argmax", temperature: float = 1.0,
+             seed: int | None = None) -> dict[str, np.ndarray]:
+        window, pad_mask = self.buffer.push(images)
+        return self.policy.act(window, instruction_embedding, mode=mode, temperature=temperature,
+                               pad_mask=pad_mask, seed=seed)
