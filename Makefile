@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_loop.py
 	$(BIN)/python benchmarks/env_steps.py
 	$(BIN)/python benchmarks/rlds_pipeline.py
+	$(BIN)/python benchmarks/policy_train.py
 
 ui: $(STAMP)
 	$(BIN)/xlab ui
