@@ -21,9 +21,9 @@ from xlab.track.store import setup_tracking
 @contextlib.contextmanager
 def job_session(job: str, cfg: Any, use_ray: bool = True) -> Iterator[Any]:
     """Check tracking, init Ray (from ``cfg.ray``) unless ``use_ray`` is False, yield the job's MLflow run."""
-    setup_tracking(getattr(getattr(cfg, "tracking", None), "uri", None))
+    uri = setup_tracking(getattr(getattr(cfg, "tracking", None), "uri", None))
     if use_ray:
         ray_cfg = getattr(cfg, "ray", None)
         init_ray(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None))
-    with job_run(job, cfg) as run:
+    with job_run(job, cfg, tracking_uri=uri) as run:
         yield run

@@ -96,11 +96,16 @@ def _ending(run_id: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def job_run(job: str, cfg: Any, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """Open the MLflow run of one job invocation (see module docstring); yields the ActiveRun."""
+def job_run(
+    job: str, cfg: Any, tags: Mapping[str, str] | None = None, tracking_uri: str | None = None
+) -> Iterator[Any]:
+    """Open the MLflow run of one job invocation (see module docstring); yields the ActiveRun.
+
+    ``tracking_uri``: a URI :func:`setup_tracking` already resolved and checked (skips a second check).
+    """
     import mlflow
 
-    uri = setup_tracking(getattr(getattr(cfg, "tracking", None), "uri", None))
+    uri = tracking_uri or setup_tracking(getattr(getattr(cfg, "tracking", None), "uri", None))
     experiment = getattr(getattr(cfg, "tracking", None), "experiment", None) or job
     exp_id = get_or_create_experiment(experiment, uri)
     preset = getattr(cfg, "preset", "custom")
