@@ -85,8 +85,8 @@ _BAD = re.compile(r"[\\/=|@#]|--|\.\.\.\.|[A-Z_]{5,}|https?:|\w\.\w+\(")
 def clean_message(text: str) -> str:
     """Strip format specifiers, markup, accelerators and control characters; collapse whitespace."""
     text = _FORMAT.sub(" ", text)
-    text = re.sub(r"(?<!\w)[_&](?=\w)", "", text)  # menu accelerators: _File, &Open
     text = re.sub(r"\(_\w\)|\(&\w\)", "", text)  # CJK accelerators: ファイル(_F)
+    text = re.sub(r"(?<!\w)[_&](?=\w)", "", text)  # menu accelerators: _File, &Open
     text = _SPACES.sub(" ", text.replace("\t", " ").replace("\n", " ")).strip(" :;,-")
     return re.sub(r"\s+([,.;:!?])", r"\1", text)
 
@@ -191,7 +191,8 @@ def wordfreq_sentences(lang: str, n: int, seed: int = 0, vocab: int = 2000) -> l
     import wordfreq
 
     words = [w for w in wordfreq.top_n_list(lang, vocab) if any(c.isalpha() for c in w)]
-    weights = [wordfreq.word_frequency(w, lang) for w in words]
+    freqs = wordfreq.get_frequency_dict(lang)  # (word_frequency() would need MeCab/jieba for ja/zh)
+    weights = [freqs.get(w, 0.0) for w in words]
     rng = random.Random(f"{seed}:{lang}")
     joiner = "" if lang in ("zh", "ja") else " "
     out = []
