@@ -34,7 +34,7 @@ from xlab.config import check
 from xlab.errors import XlabError
 from xlab.evals.babi import QAExample, answer_candidates
 from xlab.evals.fld import LogicExample
-from xlab.evals.generators import Generator
+from xlab.evals.generators import Generator, cut_at_stop
 from xlab.evals.logic import LABELS
 
 FEWSHOT_DELIMITER = "\n\n"
@@ -149,7 +149,8 @@ def evaluate_fewshot(generator: Generator, task: str, examples: Sequence[Any], *
             outs = generator.generate(chunk, max_new_tokens=max_new_tokens, stop=stop)
             if len(outs) != len(chunk):
                 raise XlabError(f"the generator returned {len(outs)} outputs for {len(chunk)} prompts")
-            outputs.extend(outs)
+            # Cut here too: a generator may ignore the stop strings (the harness does the same).
+            outputs.extend(cut_at_stop(o, stop) for o in outs)
         else:
             ctxs, conts, spans = [], [], []
             for p, it in zip(chunk, items, strict=True):

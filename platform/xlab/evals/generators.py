@@ -13,6 +13,7 @@ talks to an OpenAI-compatible HTTP server.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -77,6 +78,9 @@ class HFGenerator:
         # A context starting the text: scoring the first token needs something before it.
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
         self.bos_id = None if bos is None else int(bos)
+        # transformers 5.2x renamed ``past_key_values`` to ``cache``; accept models of either era.
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -119,8 +123,8 @@ class HFGenerator:
         step_ids, step_pos, mask = input_ids, position_ids, attention
         for _ in range(max_new_tokens):
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                             past_key_values=past, use_cache=True)
-            past = out.past_key_values
+                             use_cache=True, **{self._cache_arg: past})
+            past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
             nxt = out.logits[:, -1, :].argmax(-1)
             for row in range(len(batch)):
                 if done[row]:

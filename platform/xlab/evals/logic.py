@@ -19,7 +19,8 @@ formulas (never the generator's proof tree) and saturates them under natural-ded
 elimination rules (and-elim, modus ponens, modus tollens, universal instantiation over every constant
 in the problem, disjunctive syllogism, proof by cases, existential elimination into a closed
 consequent, De Morgan on negated and/or/exists) freely, and introduction rules (and-intro, or-intro,
-exists-intro) only towards formulas that occur in the problem, which keeps the closure finite. The
+exists-intro and their negated forms: ¬a ⊢ ¬(a & b), ¬a, ¬b ⊢ ¬(a v b), (x): ¬φ ⊢ ¬(Ex): φ) only
+towards formulas that occur in the problem (or their negations), which keeps the closure finite. The
 hypothesis is PROVED if it is in the closure, DISPROVED if its negation is, UNKNOWN otherwise;
 facts whose closure holds a formula and its negation are reported as inconsistent.
 """
@@ -254,10 +255,16 @@ def saturate(facts: Sequence[Formula], goals: Sequence[Formula] = (), max_size: 
     """Closure of ``facts`` under the prover's rules; ``goals`` widen the introduction targets."""
     consts = sorted(set().union(*(constants(f) for f in [*facts, *goals])) or {"_"})
     targets = _goal_set([*facts, *goals], consts)
+    targets |= {neg(t) for t in targets}
     # Introduction targets indexed by the premise that can complete them.
     intro_by_part: dict[Formula, list[Formula]] = defaultdict(list)
     for t in targets:
-        if t[0] == "and":
+        if t[0] == "not" and t[1][0] in ("and", "or"):  # ¬a ⊢ ¬(a & b);  ¬a, ¬b ⊢ ¬(a v b)
+            intro_by_part[neg(t[1][1])].append(t)
+            intro_by_part[neg(t[1][2])].append(t)
+        elif t[0] == "not" and t[1][0] == "ex":  # (x): ¬φ ⊢ ¬(Ex): φ
+            intro_by_part[("all", neg(t[1][1]))].append(t)
+        elif t[0] == "and":
             intro_by_part[t[1]].append(t)
             intro_by_part[t[2]].append(t)
         elif t[0] == "or":
@@ -342,6 +349,9 @@ def saturate(facts: Sequence[Formula], goals: Sequence[Formula] = (), max_size: 
         for t in intro_by_part.get(f, []):
             if t[0] == "and":
                 if t[1] in known and t[2] in known:
+                    new.append(t)
+            elif t[0] == "not" and t[1][0] == "or":
+                if neg(t[1][1]) in known and neg(t[1][2]) in known:
                     new.append(t)
             else:
                 new.append(t)
