@@ -70,8 +70,11 @@ class LMTrainConfig:
     seed: int = 0
     """Seed of the batch order (and of dropout)."""
 
-    def __post_init__(self) -> None:
+    def _check_steps(self) -> None:
         check(self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}")
+
+    def __post_init__(self) -> None:
+        self._check_steps()
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
@@ -182,7 +185,7 @@ def train_steps(
     """
     device = torch.device(device)
     net = net if net is not None else model
-    history = list(history or [])
+    history = history if history is not None else []  # appended in place: checkpoints see every row
     bf16 = use_bf16(cfg, device)
     # Interval sums: loss x micro-batches, micro-batches, input tokens, target tokens.
     acc = torch.zeros(4, dtype=torch.float64)
