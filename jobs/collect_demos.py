@@ -99,19 +99,6 @@ def rollout(env_id: str, seeds: list[int], image_size: int) -> list[dict]:
     return out
 
 
-def write_dataset(output_dir: str, name: str, episodes: list, max_episodes_per_shard: int, overwrite: bool) -> dict:
-    """Write one RLDS dataset and read it back with ``tfds.builder_from_directory`` (own process: TensorFlow)."""
-    import tensorflow_datasets as tfds
-
-    from xlab.data.rlds import write_rlds
-
-    path = write_rlds(output_dir, episodes, name=name, max_episodes_per_shard=max_episodes_per_shard,
-                      overwrite=overwrite, description=f"xlab scripted-expert demonstrations ({name})")
-    builder = tfds.builder_from_directory(str(path))
-    n = builder.info.splits["train"].num_examples
-    return {"path": str(path), "episodes_read_back": int(n), "shards": len(builder.info.splits["train"].filenames)}
-
-
 def image_strip(episode, frames: int = 8):
     """A row of evenly spaced camera frames of one episode."""
     import numpy as np
@@ -135,6 +122,7 @@ def main(cfg: Config) -> dict:
     from rich.progress import Progress
 
     import robots
+    from xlab.data.rlds import write_rlds_in_worker
     from xlab.session import job_session
     from xlab.track import Tracker
 
@@ -173,12 +161,6 @@ def main(cfg: Config) -> dict:
         tracker.log_dict(per_task, "success_by_task.json")
         tracker.log_metrics({f"success_rate/{k.split('/')[-1]}": v["success_rate"] for k, v in per_task.items()})
 
-        # TensorFlow must never share a process with MuJoCo rendering: a runtime env of its own makes
-        # Ray start a fresh worker for the writer (never one that ran a simulator), and max_calls=1
-        # retires it afterwards.
-        writer = ray.remote(num_cpus=1, max_calls=1)(write_dataset).options(
-            runtime_env={"env_vars": {"XLAB_WORKER_ROLE": "rlds-writer", "TF_CPP_MIN_LOG_LEVEL": "2",
-                                     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}})
         out_dir = str(Path(c.output_dir).resolve())
         summary = {}
         for emb in c.embodiments:
@@ -187,7 +169,10 @@ def main(cfg: Config) -> dict:
             if not keep:
                 print(f"[collect_demos] {emb}: no successful episodes to write")
                 continue
-            info = ray.get(writer.remote(out_dir, f"xlab_{emb}", keep, c.max_episodes_per_shard, c.overwrite))
+            # Its own worker process: TensorFlow must never share a process with MuJoCo rendering.
+            info = write_rlds_in_worker(out_dir, f"xlab_{emb}", keep, max_episodes_per_shard=c.max_episodes_per_shard,
+                                        overwrite=c.overwrite,
+                                        description=f"xlab scripted-expert demonstrations (xlab_{emb})")
             stats_file = Path(info["path"]) / "dataset_statistics.json"
             if stats_file.exists():
                 tracker.log_artifact(stats_file, f"datasets/{emb}")

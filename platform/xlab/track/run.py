@@ -214,6 +214,20 @@ class Tracker:
 
             mlflow.MlflowClient().log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.enabled and tags:
+            import mlflow
+            from mlflow.entities import RunTag
+
+            mlflow.MlflowClient().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_table(self, table: Any, path: str) -> None:
+        """Log a pandas DataFrame as an MLflow table artifact (shown as a table in the UI; JSON on disk)."""
+        if self.enabled:
+            import mlflow
+
+            mlflow.MlflowClient().log_table(self.run_id, data=table, artifact_file=path)
+
     def log_figure(self, fig: Any, path: str) -> None:
         """Log a matplotlib figure as a PNG artifact and close it."""
         import matplotlib.pyplot as plt

@@ -76,7 +76,7 @@ from xlab.data.rlds.transforms import (
     resize_images,
 )
 from xlab.data.rlds.windows import TENSOR_COLUMNS, WINDOW_COLUMNS, episode_windows, window_indices
-from xlab.data.rlds.writer import write_rlds, write_rlds_examples
+from xlab.data.rlds.writer import write_rlds, write_rlds_examples, write_rlds_in_worker
 
 _RAY_NAMES = (
     "RLDSSource",
@@ -151,4 +151,5 @@ __all__ = [
     "window_indices",
     "write_rlds",
     "write_rlds_examples",
+    "write_rlds_in_worker",
 ]

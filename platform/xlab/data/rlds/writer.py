@@ -320,3 +320,31 @@ def write_rlds(
 def _chain(first: Episode, rest: Iterator[Episode]) -> Iterator[Episode]:
     yield first
     yield from rest
+
+
+def _write_and_read_back(output_dir: str, name: str, episodes: list, max_episodes_per_shard: int, overwrite: bool,
+                         description: str) -> dict:
+    import tensorflow_datasets as tfds
+
+    path = write_rlds(output_dir, episodes, name=name, max_episodes_per_shard=max_episodes_per_shard,
+                      overwrite=overwrite, description=description)
+    builder = tfds.builder_from_directory(str(path))
+    split = builder.info.splits["train"]
+    return {"path": str(path), "episodes_read_back": int(split.num_examples), "shards": len(split.filenames)}
+
+
+def write_rlds_in_worker(output_dir: str, name: str, episodes: list, *, max_episodes_per_shard: int = 20,
+                         overwrite: bool = True, description: str = "") -> dict:
+    """:func:`write_rlds` in a fresh Ray worker, then read back with ``tfds.builder_from_directory``.
+
+    For processes that render MuJoCo (TensorFlow and MuJoCo rendering in one process segfault): a
+    runtime env of its own makes Ray start a new worker for the writer (never one that ran a
+    simulator), and ``max_calls=1`` retires it afterwards. Returns path, episodes read back, shards.
+    """
+    import ray
+
+    writer = ray.remote(num_cpus=1, max_calls=1)(_write_and_read_back).options(
+        runtime_env={"env_vars": {"XLAB_WORKER_ROLE": "rlds-writer", "TF_CPP_MIN_LOG_LEVEL": "2",
+                                 "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}})
+    return ray.get(writer.remote(str(Path(output_dir).resolve()), name, episodes, max_episodes_per_shard,
+                                 overwrite, description or f"xlab RLDS dataset ({name})"))

@@ -1,0 +1,316 @@
+"""Evaluate a policy in simulation at scale: a batching policy server, N simulator actors, success rates with CIs.
+
+The policy (``--policy models:/NAME@alias``, ``runs:/RUN_ID/policy`` or a ``save_pretrained``
+directory) is deployed as a Ray Serve application (:mod:`xlab.serve.server`: one forward pass per
+batch of requests from all simulators, ``server.replicas`` replicas); ``eval.num_simulators`` Ray
+actors (:mod:`xlab.serve.simulator`) run ``eval.episodes`` episodes of every task and ask the server
+for actions. The scripted expert and a random policy run the same episodes (same seeds) as
+reference rows. The MLflow run gets success rate per task and embodiment with Wilson 95% intervals,
+a bar plot with the intervals, image strips of sample episodes, server batch statistics, and how
+many episodes were retried after a simulator crash or hang, or failed. Runs of different policies
+compare with ``xlab runs eval_policy``.
+
+    xlab run eval_policy --preset smoke --policy models:/rt1x-policy@latest-train
+    xlab run eval_policy --policy runs:/<run id>/policy --eval.embodiments fetch --eval.episodes 50
+    xlab run eval_policy --policy expert --eval.tasks xlab/sawyer-reach-v0       # the expert alone
+    xlab run eval_policy --preset paper --policy models:/rt1x-policy@prod       # all 14 tasks, 100 episodes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from xlab.config import JobConfig, check
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    tasks: tuple[str, ...] = ()
+    """Env ids to evaluate (default: every task of eval.embodiments)."""
+    embodiments: tuple[str, ...] = ("sawyer", "fetch")
+    """Embodiments whose registered tasks are evaluated when eval.tasks is empty."""
+    episodes: int = 10
+    """Episodes per task (M) for the policy and for each reference."""
+    references: tuple[str, ...] = ("expert", "random")
+    """Reference rows run on the same episodes: expert (scripted) and/or random."""
+    num_simulators: int = 4
+    """Simulator actors (N)."""
+    envs_per_simulator: int = 1
+    """Environments each simulator steps side by side (one server request per step for all of them)."""
+    simulator_cpus: float = 0.25
+    """CPUs reserved per simulator actor (fractional: many simulators share a core while they wait)."""
+    image_size: int = 0
+    """Camera size (0: the policy's image size)."""
+    max_steps: int = 0
+    """Horizon override (0: each task's max_episode_steps)."""
+    mode: str = "argmax"
+    """Policy actions: argmax (deterministic) or sample."""
+    seed: int = 123
+    """Episode seeds: seed*100000 + task*1000 + i (identical for policy and references)."""
+    strips_per_task: int = 1
+    """Episodes per task and controller whose frames become an image strip in MLflow."""
+    episode_timeout_s: float = 300.0
+    """A simulator group running longer than this is treated as hung: killed, restarted, retried."""
+    max_attempts: int = 3
+    """Tries per episode group before its episodes are reported as failed."""
+    record_rlds: str = ""
+    """Write the policy's evaluation episodes as an RLDS dataset under this dir ('' = don't)."""
+
+    def __post_init__(self) -> None:
+        check(self.episodes >= 1, "eval.episodes", f"must be >= 1, got {self.episodes}")
+        check(self.num_simulators >= 1, "eval.num_simulators", f"must be >= 1, got {self.num_simulators}")
+        check(self.envs_per_simulator >= 1, "eval.envs_per_simulator", "must be >= 1")
+        check(self.mode in ("argmax", "sample"), "eval.mode", f"must be argmax or sample, got {self.mode!r}")
+        check(set(self.references) <= {"expert", "random"}, "eval.references",
+              f"choose from expert, random; got {self.references}")
+        check(self.max_attempts >= 1, "eval.max_attempts", "must be >= 1")
+        check(self.simulator_cpus > 0, "eval.simulator_cpus", "must be > 0")
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    replicas: int = 1
+    max_batch_size: int = 64
+    batch_wait_ms: float = 50.0
+    """Longest wait for a batch to fill (the server waits for all active simulators, up to this)."""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    threads: int = 0
+    """torch threads per replica (0: torch's default)."""
+
+    def __post_init__(self) -> None:
+        check(self.replicas >= 1, "server.replicas", f"must be >= 1, got {self.replicas}")
+        check(self.max_batch_size >= 1, "server.max_batch_size", "must be >= 1")
+        check(self.batch_wait_ms >= 0, "server.batch_wait_ms", "must be >= 0")
+
+
+@dataclasses.dataclass
+class FaultConfig:
+    """Fault injection, to check recovery on a real run (all 0: off)."""
+
+    kill_simulator_after: int = 0
+    """Kill simulator 0 after this many finished episode groups."""
+    kill_replica_after: int = 0
+    """Kill a policy server replica (SIGKILL) after this many finished groups."""
+    hang_simulator_after: int = 0
+    """Make the next group of one simulator hang after this many finished groups."""
+
+
+@dataclasses.dataclass
+class Config(JobConfig):
+    policy: str = "models:/rt1x-policy@latest-train"
+    """models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/policy, a policy directory, or expert/random."""
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
+    faults: FaultConfig = dataclasses.field(default_factory=FaultConfig)
+
+
+PRESETS = {
+    # A few minutes on 2 cores: the tasks a smoke-trained policy can solve plus harder ones, 10 episodes each.
+    "smoke": Config(eval=EvalConfig(
+        tasks=("xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0"),
+        episodes=10, num_simulators=4)),
+    # Every registered task, 100 episodes each, 64 simulators against 2 GPU replicas.
+    "paper": Config(
+        eval=EvalConfig(episodes=100, num_simulators=64, envs_per_simulator=2, simulator_cpus=0.5,
+                        strips_per_task=2),
+        server=ServerConfig(replicas=2, max_batch_size=128, num_cpus=4, num_gpus=1),
+    ),
+}
+KEY_METRICS = ["success/all", "success/sawyer", "success/fetch", "episodes_failed", "mean_batch_size"]
+
+
+def eval_tasks(cfg: EvalConfig) -> list[str]:
+    import robots
+
+    if cfg.tasks:
+        for t in cfg.tasks:
+            robots.get_task(t)  # unknown id -> UnknownRobotEnvError listing the registered ones
+        return list(cfg.tasks)
+    known = sorted({s.embodiment for s in robots.TASKS.values()})
+    check(set(cfg.embodiments) <= set(known), "eval.embodiments", f"choose from {known}, got {cfg.embodiments}")
+    return [e for e in robots.ENV_IDS if robots.get_task(e).embodiment in cfg.embodiments]
+
+
+def success_plot(rows: list[dict[str, Any]]) -> Any:
+    """Success rate per task, one bar per controller, with Wilson 95% intervals."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = sorted({r["name"] for r in rows if r["level"] == "task"})
+    controllers = sorted({r["controller"] for r in rows}, key=lambda c: (c != "policy", c))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(tasks)), 4))
+    x = np.arange(len(tasks))
+    w = 0.8 / len(controllers)
+    for i, c in enumerate(controllers):
+        by = {r["name"]: r for r in rows if r["level"] == "task" and r["controller"] == c}
+        rate = np.array([by[t]["success_rate"] if t in by else np.nan for t in tasks])
+        lo = np.array([by[t]["ci_low"] if t in by else np.nan for t in tasks])
+        hi = np.array([by[t]["ci_high"] if t in by else np.nan for t in tasks])
+        ax.bar(x + (i - (len(controllers) - 1) / 2) * w, rate, w, yerr=[rate - lo, hi - rate], capsize=3, label=c)
+    ax.set_xticks(x, [t.split("/", 1)[1].removesuffix("-v0") for t in tasks], rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (Wilson 95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _strip(frames: Any, max_frames: int = 12) -> Any:
+    import numpy as np
+
+    idx = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).astype(int)
+    return np.concatenate(list(frames[idx]), axis=1)
+
+
+def _fault_hook(cfg: FaultConfig, server_app: str | None) -> Any:
+    fired: set[str] = set()
+
+    def hook(groups_done: int, pool: Any) -> None:
+        import os
+        import signal
+
+        if cfg.kill_simulator_after and groups_done >= cfg.kill_simulator_after and "sim" not in fired:
+            fired.add("sim")
+            print(f"[eval_policy] fault injection: killed simulator {pool.kill()} mid-episode", flush=True)
+        if cfg.hang_simulator_after and groups_done >= cfg.hang_simulator_after and "hang" not in fired:
+            fired.add("hang")
+            print("[eval_policy] fault injection: the next episode group will hang", flush=True)
+            pool.inject_hang = True
+        if server_app and cfg.kill_replica_after and groups_done >= cfg.kill_replica_after and "rep" not in fired:
+            from xlab.serve import replica_pids
+
+            fired.add("rep")
+            pid = replica_pids(server_app)[0]
+            print(f"[eval_policy] fault injection: killing policy replica pid {pid}", flush=True)
+            os.kill(pid, signal.SIGKILL)
+
+    return hook
+
+
+def main(cfg: Config) -> dict:
+    import numpy as np
+    import pandas as pd
+    from rich import print as rprint
+
+    from xlab.serve import (
+        SimulatorPool,
+        load_any_policy,
+        make_specs,
+        run_episodes,
+        shutdown_policy_server,
+        start_policy_server,
+        summarize,
+    )
+    from xlab.session import job_session
+    from xlab.track import Tracker
+
+    ev = cfg.eval
+    tasks = eval_tasks(ev)
+    uses_policy = cfg.policy not in ("expert", "random")
+    if uses_policy:
+        load_any_policy(cfg.policy)  # a bad reference fails now, in one line, before Ray starts
+    with job_session("eval_policy", cfg) as run:
+        tracker = Tracker()
+        tracker.set_tags({"xlab.policy": cfg.policy})
+        server_app = None
+        if uses_policy:
+            server_app = "xlab-policy"
+            start_policy_server(cfg.policy, name=server_app, replicas=cfg.server.replicas,
+                                max_batch_size=cfg.server.max_batch_size,
+                                batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,
+                                num_gpus=cfg.server.num_gpus, threads=cfg.server.threads)
+        controllers = (["policy"] if uses_policy else [cfg.policy]) + [r for r in ev.references if r != cfg.policy]
+        specs = []
+        for c in controllers:
+            specs += make_specs(tasks, ev.episodes, c, seed=ev.seed, max_steps=ev.max_steps, mode=ev.mode,
+                                record_per_task=ev.strips_per_task,
+                                record="full" if ev.record_rlds and c == "policy" else "strip")
+        pool = SimulatorPool(ev.num_simulators, server_app=server_app, image_size=ev.image_size,
+                             num_cpus=ev.simulator_cpus)
+        print(f"[eval_policy] {len(specs)} episodes ({', '.join(controllers)} x {len(tasks)} tasks x {ev.episodes}) "
+              f"on {ev.num_simulators} simulators", flush=True)
+        last = [0.0]
+
+        def progress(done: int, total: int, stats: Any) -> None:
+            import time
+
+            if time.monotonic() - last[0] > 10 or done == total:
+                last[0] = time.monotonic()
+                print(f"[eval_policy] {done}/{total} episodes, {stats.env_steps} env steps, "
+                      f"retried {stats.retried_episodes}, failed {stats.failed_episodes}", flush=True)
+
+        hook = _fault_hook(cfg.faults, server_app)
+        try:
+            results, stats = run_episodes(pool, specs, envs_per_simulator=ev.envs_per_simulator,
+                                          episode_timeout_s=ev.episode_timeout_s, max_attempts=ev.max_attempts,
+                                          progress=progress, on_group_done=hook)
+            server_stats = None
+            if server_app:
+                from ray import serve
+
+                server_stats = serve.get_app_handle(server_app).stats.remote().result(timeout_s=60)
+        finally:
+            pool.shutdown()
+            if server_app:
+                shutdown_policy_server(server_app)
+        rows = summarize(results)
+        table = pd.DataFrame(rows)
+        metrics: dict[str, float] = {
+            "episodes": len(results), "episodes_retried": stats.retried_episodes,
+            "episodes_failed": stats.failed_episodes, "simulator_crashes": stats.simulator_crashes,
+            "simulator_hangs": stats.simulator_hangs, "server_retries": stats.server_retries,
+            "env_steps_per_s": stats.steps_per_s, "seconds": stats.seconds,
+        }
+        main_controller = controllers[0]
+        for r in rows:
+            prefix = "success" if r["controller"] == main_controller else f"{r['controller']}/success"
+            name = r["name"].split("/", 1)[1] if r["level"] == "task" else r["name"]
+            metrics[f"{prefix}/{name}"] = r["success_rate"]
+            if r["level"] != "all":
+                metrics[f"{prefix}_ci_low/{name}"] = r["ci_low"]
+                metrics[f"{prefix}_ci_high/{name}"] = r["ci_high"]
+        if server_stats:
+            metrics["mean_batch_size"] = server_stats["mean_batch"]
+            lat = [x for r in results if r.controller == "policy" for x in r.latencies_ms]
+            if lat:
+                metrics["action_latency_p50_ms"] = float(np.percentile(lat, 50))
+                metrics["action_latency_p99_ms"] = float(np.percentile(lat, 99))
+        tracker.log_metrics(metrics)
+        tracker.log_table(table, "success.json")
+        tracker.log_figure(success_plot(rows), "success.png")
+        tracker.log_dict({"events": stats.events, "server": server_stats}, "run_stats.json")
+        from PIL import Image
+
+        for r in results:
+            if r.frames is not None and len(r.frames):
+                img = Image.fromarray(_strip(np.asarray(r.frames)))
+                tag = "success" if r.success else "fail"
+                import mlflow
+
+                mlflow.MlflowClient().log_image(run.info.run_id, np.asarray(img),
+                                                f"strips/{r.episode_id.replace('/', '_')}_{tag}.png")
+        if ev.record_rlds:
+            from xlab.data.rlds import write_rlds_in_worker
+
+            episodes = [r.episode for r in results if r.episode is not None]
+            info = write_rlds_in_worker(ev.record_rlds, "xlab_eval", episodes,
+                                        description=f"xlab evaluation rollouts of {cfg.policy}")
+            tracker.set_tags({"xlab.rlds_output": info["path"]})
+            print(f"[eval_policy] wrote {info['episodes_read_back']} evaluation episodes as RLDS: {info['path']}")
+        shown = table[table.level != "task"] if len(tasks) > 8 else table
+        rprint(shown[["controller", "level", "name", "episodes", "success_rate", "ci_low", "ci_high", "failed",
+                      "retried"]].round(2).to_string(index=False))
+        rprint(f"[eval_policy] {stats.episodes} episodes in {stats.seconds:.0f}s ({stats.steps_per_s:.0f} env steps/s), "
+               f"retried {stats.retried_episodes}, failed {stats.failed_episodes}"
+               + (f", mean server batch {server_stats['mean_batch']:.1f}" if server_stats else ""))
+        for e in stats.events:
+            rprint(f"[eval_policy] {e}")
+        return {"run_id": run.info.run_id, "table": table, "metrics": metrics, "stats": stats}
+
+
+if __name__ == "__main__":
+    from xlab.cli import job_entry
+
+    job_entry("eval_policy")

@@ -1,0 +1,208 @@
+"""The policy server: a Ray Serve deployment that batches action requests from many simulators.
+
+One replica holds one policy (loaded from MLflow, ``models:/NAME@alias`` / ``runs:/...``, or a
+``save_pretrained`` directory) and the instruction encoder. Callers send observation WINDOWS: the
+server is stateless, each simulator keeps its own frame history (:class:`~xlab.policies.HistoryBuffer`).
+Stateless replicas can be restarted, scaled and load-balanced freely (no sticky routing, no lost
+episode state when a replica dies), and a retried request is idempotent; the price is sending the
+history frames with every request (2 frames x 48 px = 14 KB for rt1x-tiny; 15 x 300 px = 4 MB for
+rt1x-paper, where a GPU replica per simulator group and keyed history would pay off).
+
+Batching: ``act`` is a ``@serve.batch`` method, so concurrent requests from all simulators run as
+one forward pass. Simulators wait for their action before stepping, so they fall into lockstep and
+a batch is complete when every ACTIVE caller has sent its request. The replica therefore counts
+the distinct callers it heard from in the last ``active_window_s`` and uses that as the batch size
+to wait for (capped by ``max_batch_size``): full batches without waiting out the timeout, and no
+waiting for simulators that have finished their episodes. ``batch_wait_timeout_s`` bounds the wait
+when a caller is slow (an episode reset). ``max_ongoing_requests`` is raised above Serve's default
+of 5, which would otherwise cap every batch at 5.
+
+    from xlab.serve import start_policy_server
+    handle = start_policy_server("models:/rt1x-policy@latest-train", name="policy")
+    info = handle.info.remote().result()            # history, image size, policy ref
+    action = handle.act.remote({"images": window, "pad_mask": mask, "instruction": "open the drawer",
+                                "client": "sim-3"}).result()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from xlab.errors import XlabError
+
+APP_NAME = "xlab-policy"
+
+
+def load_any_policy(ref: str) -> Any:
+    """An ``RT1Policy`` from an MLflow model URI (``models:/``, ``runs:/``, ...) or a saved directory."""
+    from pathlib import Path
+
+    if "://" in ref or ref.startswith(("models:/", "runs:/")):
+        from xlab.policies.mlflow_model import load_registered_policy
+
+        return load_registered_policy(ref)
+    if not Path(ref).expanduser().exists():
+        raise XlabError(f"no policy at {ref!r}: give models:/NAME@ALIAS, runs:/RUN_ID/policy or a directory "
+                        "written by policy.save_pretrained (see `xlab runs train_policy`)")
+    from xlab.policies import load_policy
+
+    return load_policy(Path(ref).expanduser())
+
+
+@serve.deployment(max_ongoing_requests=256, health_check_period_s=2, health_check_timeout_s=10,
+                  graceful_shutdown_timeout_s=1)
+class PolicyServer:
+    """Serve replica: batched ``act`` over every connected simulator (see the module docstring)."""
+
+    def __init__(self, policy_ref: str, max_batch_size: int = 64, batch_wait_timeout_s: float = 0.05,
+                 active_window_s: float = 3.0, device: str = "auto", threads: int = 0) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto"
+                                                                                     else device)
+        self.policy = load_any_policy(policy_ref).to(self.device).eval()
+        self.policy_ref = policy_ref
+        self.max_batch_size = max_batch_size
+        self.active_window_s = active_window_s
+        self.act_batch.set_max_batch_size(max_batch_size)
+        self.act_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._seen: dict[str, float] = {}
+        self._batch_sizes: Counter[int] = Counter()
+        self._rows = 0
+        self._forward_s = 0.0
+        self._embeddings: dict[str, np.ndarray] = {}
+        self._generator = torch.Generator(device=self.device).manual_seed(0)
+        self._embed(["warm up the instruction encoder"])  # load it now, not on the first request (~5 s)
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.policy.config
+        return {"policy": self.policy_ref, "history": int(cfg.history), "image_size": int(cfg.image_size),
+                "device": self.device, "pid": os.getpid(), "max_batch_size": self.max_batch_size}
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """Batch sizes served so far (requests per forward pass), rows, forward time; ``reset`` clears them."""
+        batches = sum(self._batch_sizes.values())
+        out = {"pid": os.getpid(), "batches": batches, "requests": sum(k * v for k, v in self._batch_sizes.items()),
+               "rows": self._rows, "forward_s": self._forward_s, "batch_sizes": dict(self._batch_sizes)}
+        out["mean_batch"] = out["requests"] / batches if batches else 0.0
+        if reset:
+            self._batch_sizes.clear()
+            self._rows, self._forward_s = 0, 0.0
+        return out
+
+    def _embed(self, instructions: list[str]) -> np.ndarray:
+        missing = sorted({s for s in instructions if s not in self._embeddings})
+        if missing:
+            from xlab.data.text_embed import embed_instructions
+
+            for s, e in zip(missing, embed_instructions(missing), strict=True):
+                self._embeddings[s] = e
+        return np.stack([self._embeddings[s] for s in instructions])
+
+    def _expect(self, client: str) -> None:
+        """Wait for as many requests as callers were active in the last ``active_window_s``."""
+        now = time.monotonic()
+        self._seen[client] = now
+        if len(self._seen) > 4 * self.max_batch_size:  # forget long-gone callers
+            self._seen = {c: t for c, t in self._seen.items() if now - t < self.active_window_s}
+        active = sum(1 for t in self._seen.values() if now - t < self.active_window_s)
+        self.act_batch.set_max_batch_size(max(1, min(self.max_batch_size, active)))
+
+    async def act(self, request: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One caller's request: ``images`` [B, T, H, W, 3] uint8, ``pad_mask`` [B, T], ``instruction``
+        (str or B strs), optional ``mode`` ("argmax"/"sample"), ``client`` id. Returns RT-1 actions [B, ...]."""
+        self._expect(str(request.get("client", "")))
+        return await self.act_batch(request)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.05)
+    async def act_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+        import torch
+
+        sizes = [len(r["images"]) for r in requests]
+        images = np.concatenate([np.asarray(r["images"], np.uint8) for r in requests])
+        pad = np.concatenate([np.asarray(r["pad_mask"], bool) for r in requests])
+        instructions: list[str] = []
+        for r, n in zip(requests, sizes, strict=True):
+            ins = r["instruction"]
+            instructions.extend([ins] * n if isinstance(ins, str) else list(ins))
+        emb = self._embed(instructions)
+        modes = {r.get("mode", "argmax") for r in requests}
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            if len(modes) == 1:
+                actions = self.policy.act(images, emb, mode=modes.pop(), pad_mask=pad, generator=self._generator)
+            else:  # mixed modes in one batch: per-row mode, two passes
+                rows = np.concatenate([[r.get("mode", "argmax")] * n for r, n in zip(requests, sizes, strict=True)])
+                actions = {}
+                for mode in ("argmax", "sample"):
+                    sel = rows == mode
+                    if sel.any():
+                        part = self.policy.act(images[sel], emb[sel], mode=mode, pad_mask=pad[sel],
+                                               generator=self._generator)
+                        for k, v in part.items():
+                            actions.setdefault(k, np.zeros((len(rows), *v.shape[1:]), v.dtype))[sel] = v
+        self._forward_s += time.perf_counter() - t0
+        self._batch_sizes[len(requests)] += 1
+        self._rows += len(images)
+        await asyncio.sleep(0)
+        out, start = [], 0
+        for n in sizes:
+            out.append({k: v[start:start + n] for k, v in actions.items()})
+            start += n
+        return out
+
+    def check_health(self) -> None:  # Serve calls this every health_check_period_s
+        if self.policy is None:
+            raise RuntimeError("policy not loaded")
+
+
+def start_policy_server(
+    policy_ref: str,
+    *,
+    name: str = APP_NAME,
+    replicas: int = 1,
+    max_batch_size: int = 64,
+    batch_wait_timeout_s: float = 0.05,
+    active_window_s: float = 3.0,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    threads: int = 0,
+) -> Any:
+    """Deploy :class:`PolicyServer` as Serve application ``name`` (no HTTP route); returns its handle.
+
+    The policy is loaded here first, so a bad reference fails with a clear error before any replica
+    starts. Replicas that die are restarted by Serve's controller (callers retry, see
+    :mod:`xlab.serve.simulator`).
+    """
+    load_any_policy(policy_ref)  # fail fast, in the caller, with the real message
+    # Simulators call through handles: no HTTP proxy (it would also claim port 8000 on shared machines).
+    serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
+    app = PolicyServer.options(
+        num_replicas=replicas,
+        max_ongoing_requests=max(256, 4 * max_batch_size),
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+    ).bind(policy_ref, max_batch_size, batch_wait_timeout_s, active_window_s,
+           "cuda" if num_gpus else "cpu", threads)
+    return serve.run(app, name=name, route_prefix=None, logging_config={"log_level": "WARNING"})
+
+
+def replica_pids(name: str = APP_NAME) -> list[int]:
+    """PIDs of the running replicas of application ``name`` (for fault injection and monitoring)."""
+    handle = serve.get_app_handle(name)
+    pids = set()
+    for _ in range(8):  # requests are load-balanced: ask a few times to reach every replica
+        pids.add(int(handle.info.remote().result(timeout_s=30)["pid"]))
+    return sorted(pids)
+
+
+def shutdown_policy_server(name: str = APP_NAME) -> None:
+    serve.delete(name)

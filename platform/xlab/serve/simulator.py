@@ -1,0 +1,217 @@
+"""Simulator actors: Ray actors that step robot environments with actions from the policy server.
+
+A :class:`Simulator` runs a group of episodes (one or more environments of any registered
+embodiment) in lockstep: each control step it pushes the new frames into its own
+:class:`~xlab.policies.HistoryBuffer` (the server is stateless), sends ONE request with every
+environment's window to the policy server, and steps all environments with the returned actions.
+The scripted expert and a random policy run in the same actors without the server, as reference
+rows. Episodes can be recorded (all frames, states and RT-1 actions) so that evaluation rollouts
+become RLDS data.
+
+Faults: a request that fails because the server replica died is retried (Serve restarts the
+replica; callers back off and count the retries). A simulator that crashes or hangs is the
+evaluator's job (:mod:`xlab.serve.evaluate`): actors are created with ``max_restarts=-1`` and
+the evaluator re-runs their episodes.
+
+Rendering happens here (MuJoCo), so these processes never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("USE_TF", "0")  # sentence-transformers -> transformers must not pull TensorFlow in
+
+CONTROLLERS = ("policy", "expert", "random")
+
+
+@dataclass
+class EpisodeSpec:
+    """One evaluation episode: which env, which seed, who controls it."""
+
+    env_id: str
+    seed: int
+    controller: str = "policy"
+    """policy (through the server), expert (scripted) or random."""
+    episode_id: str = ""
+    max_steps: int = 0
+    """Horizon override (0: the task's max_episode_steps)."""
+    mode: str = "argmax"
+    """Policy action mode: argmax (deterministic) or sample."""
+    record: str = ""
+    """"" (nothing), "strip" (every 4th frame, for videos) or "full" (frames, states, actions: RLDS)."""
+    hang: bool = False
+    """Fault injection: the simulator stops responding during this episode (tests the evaluator's timeout)."""
+
+
+@dataclass
+class EpisodeResult:
+    episode_id: str
+    env_id: str
+    controller: str
+    seed: int
+    success: bool = False
+    steps: int = 0
+    status: str = "ok"
+    """ok, or failed (the episode could not be completed after retries: counted, never dropped)."""
+    attempts: int = 1
+    server_retries: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    frames: Any = None
+    episode: Any = None
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Simulator:
+    """Body of the simulator actor (``SimulatorActor = ray.remote(...)(Simulator)``); one process each."""
+
+    def __init__(self, server_app: str | None = None, image_size: int = 0, history: int = 0,
+                 server_retries: int = 20, name: str = "") -> None:
+        self.server_app = server_app
+        self.image_size = image_size
+        self.history = history
+        self.max_server_retries = server_retries
+        self.name = name or f"sim-{os.getpid()}"
+        self._handle = None
+        self._envs: dict[str, list[Any]] = {}
+        if server_app:
+            from ray import serve
+
+            self._handle = serve.get_app_handle(server_app)
+            info = self._handle.info.remote().result(timeout_s=300)
+            self.image_size = self.image_size or int(info["image_size"])
+            self.history = self.history or int(info["history"])
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def _env(self, env_id: str, slot: int, max_steps: int) -> Any:
+        import gymnasium
+
+        envs = self._envs.setdefault(f"{env_id}/{max_steps}", [])
+        while len(envs) <= slot:
+            kwargs = {"max_episode_steps": max_steps} if max_steps else {}
+            envs.append(gymnasium.make(env_id, image_size=self.image_size or 64, **kwargs))
+        return envs[slot]
+
+    def _request(self, windows: np.ndarray, pad: np.ndarray, instructions: list[str], mode: str,
+                 result_counters: list[EpisodeResult]) -> dict[str, np.ndarray]:
+        """Ask the server for actions; on a dead replica back off and retry (counted per episode)."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        delay = 0.2
+        for attempt in range(self.max_server_retries + 1):
+            try:
+                return self._handle.act.remote({"images": windows, "pad_mask": pad, "instruction": instructions,
+                                                "mode": mode, "client": self.name}).result(timeout_s=120)
+            except (RayActorError, RayTaskError, TimeoutError) as e:
+                if attempt == self.max_server_retries:
+                    raise RuntimeError(f"policy server unreachable after {attempt} retries: {e}") from e
+                for r in result_counters:
+                    r.server_retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def run_episodes(self, specs: list[EpisodeSpec]) -> list[EpisodeResult]:
+        """Run ``specs`` side by side (one env each) until all end; returns one result per spec."""
+        import robots
+        from xlab.policies import HistoryBuffer
+
+        controllers = {s.controller for s in specs}
+        if "policy" in controllers and self._handle is None:
+            raise RuntimeError("policy episodes need a simulator connected to a policy server (server_app)")
+        n = len(specs)
+        t0 = time.perf_counter()
+        results = [EpisodeResult(s.episode_id, s.env_id, s.controller, s.seed) for s in specs]
+        slots: dict[str, int] = {}
+        envs, obs = [], []
+        for s in specs:
+            key = f"{s.env_id}/{s.max_steps}"
+            slot = slots[key] = slots.get(key, -1) + 1
+            env = self._env(s.env_id, slot, s.max_steps)
+            envs.append(env)
+            obs.append(env.reset(seed=s.seed)[0])
+        instructions = [robots.get_task(s.env_id).instruction for s in specs]
+        experts = [robots.expert_for(s.env_id) if s.controller == "expert" else None for s in specs]
+        rngs = [np.random.default_rng(s.seed) for s in specs]
+        buffer = HistoryBuffer(n, self.history or 1)
+        done = np.zeros(n, bool)
+        records: list[dict[str, list]] = [{"images": [], "states": [], "actions": []} for _ in specs]
+        policy_rows = np.array([s.controller == "policy" for s in specs])
+        while not done.all():
+            if any(s.hang and not d for s, d in zip(specs, done, strict=True)):
+                time.sleep(3600)  # fault injection: a simulator that stops responding
+            frames = np.stack([o["image"] for o in obs])
+            windows, pad = buffer.push(frames)
+            actions: list[dict[str, np.ndarray] | None] = [None] * n
+            live_policy = policy_rows & ~done
+            if live_policy.any():
+                idx = np.flatnonzero(live_policy)
+                t = time.perf_counter()
+                out = self._request(windows[idx], pad[idx], [instructions[i] for i in idx], specs[idx[0]].mode,
+                                    [results[i] for i in idx])
+                ms = (time.perf_counter() - t) * 1000
+                for j, i in enumerate(idx):
+                    actions[i] = {k: v[j] for k, v in out.items()}
+                    results[i].latencies_ms.append(ms)
+            for i, s in enumerate(specs):
+                if done[i]:
+                    continue
+                env = envs[i]
+                if s.controller == "expert":
+                    actions[i] = experts[i].act_rt1(obs[i], env)
+                elif s.controller == "random":
+                    native = rngs[i].uniform(-1, 1, env.unwrapped.embodiment.native_action_space.shape)
+                    actions[i] = env.unwrapped.embodiment.from_native(native.astype(np.float32))
+                if s.record:
+                    rec = records[i]
+                    if s.record == "full" or results[i].steps % 4 == 0:
+                        rec["images"].append(obs[i]["image"])
+                    if s.record == "full":
+                        rec["states"].append(obs[i]["state"])
+                        rec["actions"].append(actions[i])
+                obs[i], _, terminated, truncated, info = env.step(env.unwrapped.embodiment.to_native(actions[i]))
+                results[i].steps += 1
+                results[i].success = bool(info["success"])
+                done[i] = terminated or truncated
+        for i, s in enumerate(specs):
+            results[i].seconds = time.perf_counter() - t0
+            if s.record:
+                results[i].frames = np.stack(records[i]["images"] + [obs[i]["image"]])
+            if s.record == "full":
+                results[i].episode = self._episode(s, records[i], obs[i], results[i].success)
+        return results
+
+    @staticmethod
+    def _episode(spec: EpisodeSpec, rec: dict[str, list], last_obs: dict, success: bool) -> Any:
+        """The recorded episode as an RLDS :class:`~xlab.data.rlds.schema.Episode` (last step: terminate)."""
+        import robots
+        from xlab.data.rlds.schema import Episode
+
+        actions = rec["actions"] + [robots.rt1_action(terminate=True)]
+        images = np.stack(rec["images"] + [last_obs["image"]])
+        rewards = np.zeros(len(images), np.float32)
+        rewards[-1] = float(success)
+        task = robots.get_task(spec.env_id)
+        return Episode(
+            images=images, states=np.stack(rec["states"] + [last_obs["state"]]).astype(np.float32),
+            actions={k: np.stack([a[k] for a in actions]) for k in actions[0]}, instruction=task.instruction,
+            rewards=rewards, embodiment=task.embodiment, task=spec.env_id,
+            episode_id=spec.episode_id or f"{spec.env_id}/{spec.seed}", success=success, seed=spec.seed,
+        )
+
+    def close(self) -> None:
+        for envs in self._envs.values():
+            for env in envs:
+                env.close()
+        self._envs.clear()
