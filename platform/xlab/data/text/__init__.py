@@ -1,0 +1,37 @@
+"""Offline text corpora for language-model pretraining: code in many programming languages and
+natural-language text, read from files that Debian packages install, built into local Hugging Face
+datasets with corpus cards (size, languages, licence and provenance per file collection).
+
+    from xlab.data.text import CORPORA, SMOKE_CORPORA, build_corpus, load_corpus, corpus_card
+    path = build_corpus("python", Path("data/corpora"), max_bytes=10_000_000)
+    dd = load_corpus(path)             # DatasetDict: train/test with text, source, license
+    mlflow.log_dict(corpus_card(path), "corpora/python.json")
+
+Command lines: ``python -m xlab.data.text NAME... --max-bytes N`` builds corpora;
+``python -m xlab.data.text.debian --corpora NAME...`` prints the apt-get command for their packages.
+"""
+
+from xlab.data.text.build import build_corpus
+from xlab.data.text.load import corpus_card, load_corpus
+from xlab.data.text.spec import (
+    CODE_CORPORA,
+    CORPORA,
+    NL_CORPORA,
+    SMOKE_CORPORA,
+    CorpusSpec,
+    debian_packages,
+    get_spec,
+)
+
+__all__ = [
+    "CODE_CORPORA",
+    "CORPORA",
+    "NL_CORPORA",
+    "SMOKE_CORPORA",
+    "CorpusSpec",
+    "build_corpus",
+    "corpus_card",
+    "debian_packages",
+    "get_spec",
+    "load_corpus",
+]

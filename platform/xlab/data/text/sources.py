@@ -1,0 +1,189 @@
+"""Source files of a corpus: which files under its roots belong to it, and reading them.
+
+A root is a directory (walked, symlinks not followed), a plain file, or an archive (``.zip``,
+``.tar``, ``.tar.gz``/``.xz``/``.bz2``) whose members are the files. :func:`list_items` selects the
+files of one corpus (programming language by extension/shebang/modeline, manual pages by section
+suffix, info manuals, ``.mo`` catalogs, ...); :func:`read_items` reads a batch of them, one pass
+per tar archive (tar members have no random access).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import os
+import re
+import stat
+import tarfile
+import zipfile
+from collections.abc import Iterator, Sequence
+
+from xlab.data.text.detect import code_language, path_natural_language
+from xlab.data.text.spec import CorpusSpec
+
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+_MAN_NAME = re.compile(r"\.[1-9][a-z0-9+]*(?:\.gz)?$", re.I)
+_DOC_NAMES = re.compile(
+    r"^(?:readme|news|changes|changelog|faq|todo|history|authors|thanks|usage|install|bugs)"
+    r"(?:[._-][\w.-]*)?$|\.(?:txt|md|rst|html?|text)(?:\.gz)?$", re.I)
+_DOC_SKIP = re.compile(r"^(?:copyright|changelog\.debian|news\.debian|buildinfo)|\.(?:gz\.asc|sig)$", re.I)
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Item:
+    """One source file: a path, or a member of the archive at ``path``."""
+
+    path: str
+    member: str | None = None
+    size: int = 0
+
+    @property
+    def name(self) -> str:
+        """The file's own path (``archive!member`` for archive members)."""
+        return f"{self.path}!{self.member}" if self.member else self.path
+
+
+def is_archive(path: str) -> bool:
+    return path.endswith(".zip") or path.endswith(_TAR_SUFFIXES)
+
+
+def expand_roots(roots: Sequence[str]) -> list[str]:
+    """Existing paths matching the root globs, in order, each once."""
+    out: list[str] = []
+    for root in roots:
+        for p in sorted(glob.glob(root)) if any(c in root for c in "*?[") else [root]:
+            if os.path.exists(p) and p not in out:
+                out.append(p)
+    return out
+
+
+def _head(path: str, n: int = 256) -> bytes:
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as g:
+                return g.read(n)
+        with open(path, "rb") as f:
+            return f.read(n)
+    except (OSError, EOFError):
+        return b""
+
+
+def accepts(spec: CorpusSpec, path: str, *, executable: bool = False, head: bytes | None = None) -> bool | None:
+    """Whether the file at ``path`` belongs to ``spec``; None when the file's head is needed to decide."""
+    low = path.lower()
+    if any(x in path for x in spec.exclude):
+        return False
+    name = low.rsplit("/", 1)[-1]
+    if spec.kind == "code":
+        if spec.language == "typescript" and name.endswith(".d.ts"):
+            return True
+        stem = name[:-3] if name.endswith(".gz") else name
+        has_ext = "." in stem.lstrip(".")
+        if not has_ext and head is None and (executable or spec.language in ("cpp", "shell")):
+            if spec.language == "shell" and not executable:
+                return False
+            return None
+        return code_language(path, head or b"") == spec.language
+    if spec.extract == "man":
+        lang = path_natural_language(path)
+        return bool(_MAN_NAME.search(name)) and (lang is None if spec.language == "en" else lang == spec.language)
+    if spec.extract == "info":
+        return (".info" in name or name.endswith(".gz")) and not name.startswith("dir")
+    if spec.extract == "gettext":
+        return name.endswith(".mo")
+    if spec.extract == "dictd":
+        return name.endswith((".dict.dz", ".dict"))
+    if spec.extract == "doc":
+        return bool(_DOC_NAMES.search(name)) and not _DOC_SKIP.search(name)
+    if spec.extract == "html":
+        return name.endswith((".html", ".htm"))
+    # plain natural-language text (kernel Documentation/): reStructuredText and text files
+    return name.endswith((".rst", ".txt")) and ("/documentation/" in low or spec.language != "en")
+
+
+def _walk(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    if os.path.isfile(root):
+        yield root, os.stat(root)
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for fn in sorted(filenames):
+            p = os.path.join(dirpath, fn)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield p, st
+
+
+def _archive_members(path: str) -> Iterator[tuple[str, int]]:
+    if path.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    yield info.filename, info.file_size
+        return
+    with tarfile.open(path, "r|*") as tf:
+        for m in tf:
+            if m.isfile():
+                yield m.name, m.size
+
+
+def list_items(spec: CorpusSpec, roots: Sequence[str]) -> list[Item]:
+    """Every file under ``roots`` that belongs to ``spec``, sorted (the order the seed shuffles)."""
+    items: set[Item] = set()
+    for root in roots:
+        if os.path.isfile(root) and is_archive(root) and spec.extract != "dictd":
+            for member, size in _archive_members(root):
+                if accepts(spec, "/" + member) is True:
+                    items.add(Item(root, member, size))
+            continue
+        for p, st in _walk(root):
+            if is_archive(p) and p != root:
+                continue
+            ok = accepts(spec, p, executable=bool(st.st_mode & 0o111))
+            if ok is None:
+                ok = accepts(spec, p, executable=bool(st.st_mode & 0o111), head=_head(p))
+            if ok:
+                items.add(Item(p, None, st.st_size))
+    return sorted(items)
+
+
+def _maybe_gunzip(name: str, raw: bytes) -> bytes:
+    if name.endswith(".gz") and raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError):
+            return b""
+    return raw
+
+
+def read_items(items: Sequence[Item]) -> dict[Item, bytes]:
+    """Contents of ``items`` (``.gz`` files decompressed); unreadable files are left out."""
+    out: dict[Item, bytes] = {}
+    by_archive: dict[str, list[Item]] = {}
+    for it in items:
+        if it.member is None:
+            try:
+                with open(it.path, "rb") as f:
+                    out[it] = _maybe_gunzip(it.path, f.read())
+            except OSError:
+                continue
+        else:
+            by_archive.setdefault(it.path, []).append(it)
+    for archive, members in by_archive.items():
+        wanted = {m.member: m for m in members}
+        if archive.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                for name, it in wanted.items():
+                    out[it] = _maybe_gunzip(name, zf.read(name))
+            continue
+        with tarfile.open(archive, "r|*") as tf:  # one streaming pass for the whole batch
+            for m in tf:
+                if m.name in wanted:
+                    f = tf.extractfile(m)
+                    if f is not None:
+                        out[wanted[m.name]] = _maybe_gunzip(m.name, f.read())
+    return out
