@@ -40,11 +40,16 @@ sysdeps:
 	  else echo "missing system packages: $$missing (run: sudo apt-get install $$missing)"; exit 1; fi; \
 	fi
 
+# The RT-X pipeline on a laptop: scripted demos of two robots -> RT-1-X trained by 2 Ray Train workers
+# -> served by Ray Serve to simulator actors -> success rates (tests/jobs/test_rtx_demo.py runs the
+# same three commands at the smallest size).
 demo: $(STAMP)
-	$(BIN)/xlab run adopt_toy --preset smoke
+	$(BIN)/xlab run collect_demos --preset smoke
+	$(BIN)/xlab run train_policy --preset smoke
+	$(BIN)/xlab run eval_policy --preset smoke --policy models:/rt1x-policy@latest-train
 	@echo
 	@echo "Results are in MLflow ($$(pwd)/mlflow.db). Open them with:  $(BIN)/xlab ui   (http://127.0.0.1:5000)"
-	@echo "or compare runs in the terminal:                        $(BIN)/xlab runs adopt_toy"
+	@echo "or compare runs in the terminal:   $(BIN)/xlab runs eval_policy   /   $(BIN)/xlab runs train_policy"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -64,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/env_steps.py
 	$(BIN)/python benchmarks/rlds_pipeline.py
 	$(BIN)/python benchmarks/policy_train.py
+	$(BIN)/python benchmarks/serving.py
 
 ui: $(STAMP)
 	$(BIN)/xlab ui

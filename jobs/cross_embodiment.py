@@ -76,7 +76,9 @@ PRESETS = {
     "smoke": Config(
         policy=PolicyConfig(preset="rt1x-tiny", image_size=48),
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
-        train=PolicyTrainConfig(steps=600, batch_size=16, num_workers=2, cpus_per_worker=0.5, log_every=20,
+        # 0.45 CPU per worker: the Tune trial holds 0.1, and a Ray Data read task needs a whole CPU
+        # of the two (with 0.5 each the read task never gets one: the run stalls).
+        train=PolicyTrainConfig(steps=600, batch_size=16, num_workers=2, cpus_per_worker=0.45, log_every=20,
                                 checkpoint_every=300),
         experiment=ExperimentConfig(weights=(1.0, 0.5, 0.0), episodes=10),
     ),

@@ -57,3 +57,47 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path
         cwd=cwd or ROOT,
         env={**os.environ, **(env or {})},
     )
+
+
+def write_fake_rlds(root: str, names: tuple[str, ...] = ("fake_arm", "fake_mobile"), episodes: int = 8,
+                    image: int = 32) -> list[str]:
+    """Small synthetic RLDS datasets (one per name) written by a Ray task with the TensorFlow runtime
+    env (the pytest process never imports TensorFlow); returns their builder dirs. Actions depend on
+    the image colour, so a policy has something to learn."""
+    import ray
+
+    from xlab.data.rlds import TF_WORKER_ENV
+
+    # Defined here so cloudpickle ships it by value (test modules are not importable in workers).
+    def write_all(root: str) -> list[str]:
+        import numpy as np
+
+        from xlab.data.rlds import Episode, write_rlds
+
+        rng = np.random.default_rng(0)
+        out = []
+        for d, name in enumerate(names):
+            eps = []
+            for i in range(episodes):
+                t = 10
+                colour = rng.integers(0, 2, t)  # per step: red or blue scene
+                images = np.zeros((t, image, image, 3), np.uint8)
+                images[colour == 0, :, :, 0] = 200
+                images[colour == 1, :, :, 2] = 200
+                sign = np.where(colour == 0, 1.0, -1.0)[:, None]
+                eps.append(Episode(
+                    images=images,
+                    states=rng.normal(size=(t, 3)).astype(np.float32),
+                    actions={
+                        "world_vector": np.repeat(sign * (0.5 + 0.5 * d), 3, axis=1),
+                        "rotation_delta": np.repeat(-sign * 0.3, 3, axis=1),
+                        "gripper_closedness_action": sign,
+                    },
+                    instruction=f"{name} task", episode_id=str(i), embodiment=name,
+                ))
+            out.append(str(write_rlds(root, eps, name=name, max_episodes_per_shard=4,
+                                      embedding_backend="hash-fallback")))
+        return out
+
+    task = ray.remote(write_all).options(runtime_env={"env_vars": TF_WORKER_ENV}, num_cpus=1)
+    return ray.get(task.remote(root))

@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 import pytest
 
+from conftest import write_fake_rlds
 from jobs import train_policy
 from xlab.config import apply_overrides
 from xlab.errors import XlabError
@@ -24,45 +25,7 @@ HISTORY = 2
 
 @pytest.fixture(scope="module")
 def rlds_dirs(ray_local, tmp_path_factory) -> list[str]:
-    import ray
-
-    from xlab.data.rlds import TF_WORKER_ENV
-
-    root = str(tmp_path_factory.mktemp("rlds_policy"))
-
-    # Defined here so cloudpickle ships it by value (test modules are not importable in workers).
-    def write_all(root: str) -> list[str]:
-        import numpy as np
-
-        from xlab.data.rlds import Episode, write_rlds
-
-        rng = np.random.default_rng(0)
-        out = []
-        for d, name in enumerate(("fake_arm", "fake_mobile")):
-            eps = []
-            for i in range(8):
-                t = 10
-                colour = rng.integers(0, 2, t)  # per step: red or blue scene
-                images = np.zeros((t, 32, 32, 3), np.uint8)
-                images[colour == 0, :, :, 0] = 200
-                images[colour == 1, :, :, 2] = 200
-                sign = np.where(colour == 0, 1.0, -1.0)[:, None]
-                eps.append(Episode(
-                    images=images,
-                    states=rng.normal(size=(t, 3)).astype(np.float32),
-                    actions={
-                        "world_vector": np.repeat(sign * (0.5 + 0.5 * d), 3, axis=1),
-                        "rotation_delta": np.repeat(-sign * 0.3, 3, axis=1),
-                        "gripper_closedness_action": sign,
-                    },
-                    instruction=f"{name} task", episode_id=str(i), embodiment=name,
-                ))
-            out.append(str(write_rlds(root, eps, name=name, max_episodes_per_shard=4,
-                                      embedding_backend="hash-fallback")))
-        return out
-
-    task = ray.remote(write_all).options(runtime_env={"env_vars": TF_WORKER_ENV}, num_cpus=1)
-    return ray.get(task.remote(root))
+    return write_fake_rlds(str(tmp_path_factory.mktemp("rlds_policy")))
 
 
 def small_config(dirs: list[str], **extra) -> train_policy.Config:

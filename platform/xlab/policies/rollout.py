@@ -79,7 +79,12 @@ def evaluate_in_ray(policy_dir: str, env_ids: Sequence[str], episodes: int = 10,
 
         return rollout_policy(load_policy(policy_dir), [env_id], episodes, seed=seed)
 
-    task = ray.remote(num_cpus=1)(_one)
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # Outside any placement group: called from a Tune trial, the tasks would otherwise be confined to
+    # the trial's own (tiny) bundle and never schedule.
+    task = ray.remote(num_cpus=1)(_one).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     out: dict = {}
     for part in ray.get([task.remote(e) for e in env_ids]):
         out.update(part)

@@ -1,0 +1,151 @@
+"""Serving throughput: N simulator actors against one batching policy replica vs the in-process ideal.
+
+For each N (default 1, 4, 16) the same policy drives N environments of one task for the same
+number of env steps, two ways, in this run:
+
+* **ideal**: one process steps the N environments in lockstep and gets all N actions from one
+  batched forward pass per step (:class:`~xlab.policies.PolicySession`): no IPC, no queueing;
+* **served**: N :class:`~xlab.serve.simulator.Simulator` actors (one env each) ask one
+  :class:`~xlab.serve.server.PolicyServer` replica (Ray Serve, ``@serve.batch``) for actions.
+
+Printed per N: env steps/s of both, their ratio (goal: >= 0.8 at N = 16), p50/p99 action latency
+(served: request round trip seen by a simulator; ideal: the batched forward pass) and the server's
+mean batch size (goal: >= 0.75 N). Episodes have a fixed horizon (``--steps``) and an untrained
+policy (it rarely succeeds, so episodes rarely end early). The served figure excludes actor start-up:
+every simulator runs one warm-up episode first.
+
+    python benchmarks/serving.py                        # N = 1, 4, 16, rt1x-tiny at 48 px, fetch-reach
+    python benchmarks/serving.py --n 16 --steps 100 --policy models:/rt1x-policy@latest-train
+
+On a 2-core machine the served path spreads N simulators over both cores while the ideal loop uses
+one process, so the ratio can exceed 1; on a cluster the simulators get their own cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("USE_TF", "0")
+
+
+def ideal(policy, env_id: str, n: int, steps: int, episodes: int, image_size: int) -> dict[str, float]:
+    """N envs in lockstep in this process, one batched forward pass per step."""
+    import gymnasium
+
+    import robots
+    from xlab.data.text_embed import embed_instructions
+    from xlab.policies import PolicySession
+
+    envs = [gymnasium.make(env_id, image_size=image_size, max_episode_steps=steps) for _ in range(n)]
+    emb = np.repeat(embed_instructions([robots.get_task(env_id).instruction]), n, axis=0)
+    for env in envs:  # first render creates the GL context: not timed
+        env.reset(seed=0)
+    forward_ms, env_steps = [], 0
+    t0 = time.perf_counter()
+    for ep in range(episodes):
+        obs = [env.reset(seed=1000 * ep + i)[0] for i, env in enumerate(envs)]
+        session = PolicySession(policy, n)
+        done = np.zeros(n, bool)
+        while not done.all():
+            t = time.perf_counter()
+            actions = session.step(np.stack([o["image"] for o in obs]), emb)
+            forward_ms.append((time.perf_counter() - t) * 1000)
+            for i, env in enumerate(envs):
+                if done[i]:
+                    continue
+                obs[i], _, term, trunc, _ = env.step(env.unwrapped.embodiment.to_native({k: v[i] for k, v in actions.items()}))
+                env_steps += 1
+                done[i] = term or trunc
+    seconds = time.perf_counter() - t0
+    for env in envs:
+        env.close()
+    return {"steps_per_s": env_steps / seconds, "p50_ms": float(np.percentile(forward_ms, 50)),
+            "p99_ms": float(np.percentile(forward_ms, 99)), "env_steps": env_steps}
+
+
+def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait_ms: float) -> dict[str, float]:
+    from ray import serve
+
+    from xlab.serve import (
+        SimulatorPool,
+        make_specs,
+        run_episodes,
+        shutdown_policy_server,
+        start_policy_server,
+    )
+
+    app = f"bench-{n}"
+    start_policy_server(policy_ref, name=app, max_batch_size=n, batch_wait_timeout_s=wait_ms / 1000, num_cpus=0.5)
+    pool = SimulatorPool(n, server_app=app, num_cpus=1.5 / n)
+    try:
+        run_episodes(pool, make_specs([env_id], n, "policy", max_steps=3))  # warm-up: start-up not timed
+        handle = serve.get_app_handle(app)
+        handle.stats.remote(reset=True).result()
+        specs = [s for e in range(episodes) for s in make_specs([env_id], n, "policy", seed=e + 1, max_steps=steps)]
+        results, stats = run_episodes(pool, specs)
+        server = handle.stats.remote().result()
+    finally:
+        pool.shutdown()
+        shutdown_policy_server(app)
+    lat = [x for r in results for x in r.latencies_ms]
+    return {"steps_per_s": stats.steps_per_s, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "env_steps": stats.env_steps,
+            "mean_batch": server["mean_batch"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--env-id", default="xlab/fetch-reach-v0")
+    ap.add_argument("--steps", type=int, default=50, help="episode horizon")
+    ap.add_argument("--episodes", type=int, default=2, help="episodes per environment")
+    ap.add_argument("--policy", default="", help="policy reference (default: an untrained rt1x-tiny at 48 px)")
+    ap.add_argument("--wait-ms", type=float, default=50.0, help="server batch wait timeout")
+    args = ap.parse_args()
+
+    from xlab.policies import build_policy
+    from xlab.runtime import init_ray, shutdown_ray
+    from xlab.serve import load_any_policy
+
+    tmp = tempfile.mkdtemp()
+    if args.policy:
+        policy_ref = args.policy
+        policy = load_any_policy(policy_ref)
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        policy = build_policy("rt1x-tiny", image_size=48)
+        policy_ref = policy.save_pretrained(f"{tmp}/policy").as_posix()
+    policy.eval()
+    image_size = int(policy.config.image_size)
+    init_ray(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=512 * 1024**2)
+    rows = []
+    try:
+        for n in args.n:
+            i = ideal(policy, args.env_id, n, args.steps, args.episodes, image_size)
+            s = served(policy_ref, args.env_id, n, args.steps, args.episodes, args.wait_ms)
+            rows.append((n, i, s))
+            print(f"N={n:3d}  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
+                  f"served {s['steps_per_s']:7.1f} steps/s  ratio {s['steps_per_s'] / i['steps_per_s']:.2f}  "
+                  f"latency p50 {s['p50_ms']:.1f} / p99 {s['p99_ms']:.1f} ms  mean batch {s['mean_batch']:.2f} "
+                  f"({s['mean_batch'] / n:.2f} N)", flush=True)
+    finally:
+        shutdown_ray()
+    print(f"\n{args.env_id}, {args.steps}-step episodes x {args.episodes} per env, {image_size} px, "
+          f"{os.cpu_count()} CPUs, server batch wait {args.wait_ms:.0f} ms")
+    print("| N | ideal steps/s | served steps/s | served / ideal | p50 latency ms | p99 latency ms | mean batch | batch / N |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n, i, s in rows:
+        print(f"| {n} | {i['steps_per_s']:.0f} | {s['steps_per_s']:.0f} | {s['steps_per_s'] / i['steps_per_s']:.2f} | "
+              f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['mean_batch']:.1f} | {s['mean_batch'] / n:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
