@@ -58,3 +58,11 @@ def test_load_real_babi_format():
     assert load_babi(FIXTURES / "babi_en", tasks={15}) == [e for e in items if e.task == 15]
     with pytest.raises(XlabError, match="not found"):
         load_babi(FIXTURES / "nope")
+
+
+def test_mixture_has_equal_shares():
+    from xlab.evals import babi_mixture
+
+    mix = babi_mixture(20, tasks=(1, 15, 19), seed=3)
+    assert Counter(e.task for e in mix) == {1: 7, 15: 7, 19: 6}
+    assert [e.task for e in mix] != sorted(e.task for e in mix)  # shuffled

@@ -99,3 +99,12 @@ def test_load_real_fld_format(tmp_path):
         load_fld(tmp_path / "bad.json")
     with pytest.raises(XlabError, match="not found"):
         load_fld(tmp_path / "missing.jsonl")
+
+
+def test_unknown_items_do_not_give_themselves_away(items):
+    # The hypothesis's predicates are always mentioned in the facts, whatever the label.
+    from xlab.evals.logic import predicates
+
+    for e in items:
+        mentioned = set().union(*(predicates(parse(f)) for f in e.facts_formula))
+        assert predicates(parse(e.hypothesis_formula)) <= mentioned, (e.label, e.hypothesis_formula)

@@ -12,7 +12,7 @@ Throughput figures: ``python -m xlab.evals.bench``.
 """
 
 from xlab.evals.babi import TASKS as BABI_TASKS
-from xlab.evals.babi import QAExample, answer_candidates, babi_examples
+from xlab.evals.babi import QAExample, answer_candidates, babi_examples, babi_mixture
 from xlab.evals.babi_solver import BabiSolveError, load_babi, solve_babi
 from xlab.evals.fewshot import (
     evaluate_fewshot,
@@ -38,6 +38,7 @@ __all__ = [
     "QAExample",
     "answer_candidates",
     "babi_examples",
+    "babi_mixture",
     "cut_at_stop",
     "evaluate_fewshot",
     "fewshot_prompt",

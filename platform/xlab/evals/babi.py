@@ -270,3 +270,12 @@ def babi_examples(task: int, n: int, *, seed: int = 0) -> list[QAExample]:
         else:  # pragma: no cover
             raise XlabError(f"bAbI task {task}: the solver rejected 1000 generated items in a row")
     return out
+
+
+def babi_mixture(n: int, *, tasks: tuple[int, ...] = tuple(sorted(TASKS)), seed: int = 0) -> list[QAExample]:
+    """``n`` items with an equal share of each task, shuffled (the harness mixes all tasks)."""
+    check(len(tasks) > 0, "tasks", "need at least one bAbI task")
+    per = [n // len(tasks) + (i < n % len(tasks)) for i in range(len(tasks))]
+    items = [e for t, k in zip(tasks, per, strict=True) for e in babi_examples(t, k, seed=seed)]
+    random.Random(seed).shuffle(items)
+    return items

@@ -31,7 +31,7 @@ from pathlib import Path
 from xlab.config import check
 from xlab.errors import XlabError
 from xlab.evals.fld_text import Lexicon, say
-from xlab.evals.logic import LABELS, Formula, atom, neg, parse, prove, to_str
+from xlab.evals.logic import LABELS, Formula, atom, constants, neg, parse, predicates, prove, to_str
 
 FLD_INSTRUCTION = ("Based on the provided facts ($context$), either prove or disprove the hypothesis or "
                    "state that it is unknown.")
@@ -241,6 +241,18 @@ def _distractor(b: _Builder, pool: list[str]) -> Formula:
     return ("all", ("imp", (kind, _Builder.lift(lit(c)), _Builder.lift(lit(c))), _Builder.lift(lit(c))))
 
 
+def _hypothesis_sibling(b: _Builder, hyp: Formula) -> Formula:
+    """A fact about a hypothesis predicate that does not settle the hypothesis."""
+    rng = b.rng
+    pred = rng.choice(sorted(predicates(hyp)))
+    head = atom(pred, "x")
+    head = head if rng.random() < 0.5 else neg(head)
+    others = [c for c in b.consts if c not in constants(hyp)]
+    if others and rng.random() < 0.5:
+        return _subst_lit(head, rng.choice(others))
+    return ("all", ("imp", _Builder.lift(b.lit(b.consts[0])), head))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Generation
 
@@ -265,9 +277,8 @@ def _proof_text(tree: _Node, index: dict[Formula, int], lex: Lexicon, label: str
     return " ".join(steps)
 
 
-def _one(rng: random.Random, label: str, depth: tuple[int, int], branches: tuple[int, int],
+def _one(rng: random.Random, label: str, d: int, branches: tuple[int, int],
          distractors: tuple[int, int]) -> LogicExample | None:
-    d = rng.randint(*depth)
     b = _Builder(rng, n_consts=rng.randint(2, 5))
     tree = b.root(d)
     real_depth = tree.depth()
@@ -291,6 +302,18 @@ def _one(rng: random.Random, label: str, depth: tuple[int, int], branches: tuple
     pool = list(b.used_preds) + [b.fresh() for _ in range(3)]
     n_dis = rng.randint(*distractors)
     chosen: list[Formula] = []
+    if distractors[1] > 0:
+        # One distractor always mentions a hypothesis predicate, under every label: otherwise an UNKNOWN
+        # item whose removed leaf held the hypothesis's predicate would give itself away.
+        n_dis = max(n_dis - 1, 0)
+        for _ in range(4):
+            sibling = _hypothesis_sibling(b, hyp)
+            try:
+                if sibling not in facts and prove([*facts, sibling], hyp) == label:
+                    chosen.append(sibling)
+                    break
+            except XlabError:
+                pass
     # Distractors one by one: keep those that leave the label and consistency intact (checked with
     # the prover on the formulas, as the final check below does).
     attempts = 0
@@ -339,8 +362,9 @@ def fld_examples(n: int, *, depth: tuple[int, int] = (1, 3), branches: tuple[int
     rng.shuffle(labels)
     out: list[LogicExample] = []
     for label in labels:
+        d = rng.randint(*depth)  # drawn once per item so rejections do not skew the depth distribution
         for _ in range(200):
-            ex = _one(rng, label, depth, branches, distractors)
+            ex = _one(rng, label, d, branches, distractors)
             if ex is not None:
                 out.append(ex)
                 break
