@@ -293,6 +293,12 @@ def pretrain_worker(config: dict[str, Any]) -> None:
 
     bf16 = use_bf16(cfg, device)
     stop_at = cfg.stop_at_step or cfg.steps
+    if start == 0 and val:  # the untrained model: curves start at chance (perplexity ~ vocabulary size)
+        row0 = {"step": 0.0, **_validate(model, net, val, rank, world, cfg.micro_batch(world), device, reduce, bf16)}
+        row0["val_loss"] = row0[f"val/{config['primary_val']}/loss"]
+        evals.append(row0)
+        if tracker is not None:
+            tracker.log_metrics({k: v for k, v in row0.items() if k != "step"}, 0)
 
     def on_step(step: int, row: dict[str, float] | None) -> bool:
         last = step >= stop_at

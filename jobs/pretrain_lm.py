@@ -1,0 +1,537 @@
+"""Pretrain one causal LM per corpus (code vs natural language) with Ray Train, then evaluate logic few-shot.
+
+The study of ``shared/specs/lm-pretraining.md``: decoder-only models trained from scratch under
+identical conditions on each corpus, compared on FLD-style deduction and bAbI-style questions.
+
+1. Corpora (:mod:`xlab.data.text`, cached): built from files on this machine (or loaded from a
+   saved Hugging Face dataset / ``hf:NAME`` when online); each card is logged to the parent run,
+   with AST-depth statistics for code corpora.
+2. Blocks (:func:`xlab.lm.blocks.prepare_blocks`, cached): a byte-level BPE trained on an
+   equal-bytes mixture of the corpora (``--tokenizer.mode per_corpus``: one each; ``--tokenizer.path``:
+   a saved tokenizer such as GPT-2's), documents with EOS in front packed into ``train.block_size``
+   blocks, every corpus truncated to the same number of training tokens.
+3. One Ray Tune trial per corpus (one MLflow child run each, under one parent): a Ray Train run
+   (:func:`xlab.lm.pretrain.fit_pretrain`: DDP or FSDP, gradient accumulation, bf16 on GPU, warm-up +
+   cosine, AdamW or ADOPT, checkpoints and resume, validation perplexity on every corpus, tokens/s and
+   MFU), the best-validation weights saved with ``save_pretrained`` and logged (and registered) in
+   MLflow, then few-shot evaluation (:mod:`xlab.evals`): accuracy and valid-label rate on FLD-style
+   and bAbI-style items.
+4. The parent run gets the comparison table (corpus x task: accuracy, valid-label rate, validation
+   perplexity), plots of accuracy per corpus per task and of the loss curves, and the relation between
+   AST depth and logic accuracy.
+
+    xlab run pretrain_lm --preset smoke          # python vs man-en, tiny GPT-2, 2 CPU cores, a few minutes
+    xlab run pretrain_lm --preset cpu            # the spec's tiny CPU protocol (4 corpora, 4x256 GPT-2, ctx 512)
+    xlab run pretrain_lm --preset paper          # 13 corpora, GPT-2 124M, ctx 2048, 200M tokens, 3 epochs, GPUs
+    xlab run pretrain_lm --preset scale-paper    # GPT-2 774M / Llama 774M / GPT-2 1.5B on python vs fineweb
+    xlab run pretrain_lm --train.resume_from ray_results/.../checkpoint_000003   # continue a run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from xlab.config import JobConfig, check
+from xlab.lm.pretrain import PretrainConfig
+
+
+@dataclasses.dataclass
+class DataConfig:
+    corpora: tuple[str, ...] = ("python", "man-en")
+    """Corpus names of xlab.data.text.CORPORA, directories of saved datasets, or hf:NAME[:CONFIG] (online)."""
+    corpus: str = ""
+    """The corpus of one trial (set by the sweep; empty in the parent)."""
+    root: str = "data/corpora"
+    """Where corpora are built (cached per corpus and parameters)."""
+    max_bytes: int = 2_000_000
+    """Raw text per corpus to build (train + test); must hold train_tokens."""
+    train_tokens: int = 200_000_000
+    """Identical training-token budget of every corpus (lowered to the smallest corpus if needed)."""
+    val_tokens: int = 2_000_000
+    """Validation tokens per corpus (from its 1% test split)."""
+    seed: int = 42
+    """Corpus shuffle seed (the study's 42)."""
+    test_fraction: float = 0.01
+    work_dir: str = "data/lm"
+    """Tokenizers and packed blocks (cached by content); on a multi-node cluster put it on shared storage."""
+    manifest: str = ""
+    """The prepared blocks' manifest.json (set by the job before the sweep)."""
+
+    def __post_init__(self) -> None:
+        check(len(self.corpora) >= 1, "data.corpora", "name at least one corpus")
+        check(len(set(self.corpora)) == len(self.corpora), "data.corpora", "corpus names must be unique")
+        check(self.max_bytes > 0, "data.max_bytes", f"must be > 0, got {self.max_bytes}")
+        check(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclasses.dataclass
+class TokenizerConfig:
+    mode: Literal["mixture", "per_corpus"] = "mixture"
+    """One BPE on an equal-bytes mixture of all corpora, or one per corpus."""
+    vocab_size: int = 4096
+    train_bytes: int = 1_000_000
+    """Text per corpus the BPE learns from."""
+    min_frequency: int = 2
+    path: str = ""
+    """A saved Hugging Face tokenizer to use instead (e.g. GPT-2's files, as in the paper)."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    arch: str = "gpt2"
+    """gpt2, llama or gpt_neox (xlab.lm.models.ARCHS)."""
+    size: str = "tiny"
+    """Size preset of xlab.lm.models.SIZES."""
+    n_ctx: int = 0
+    """Context length (0 = the preset's)."""
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    n: int = 300
+    """Items per task."""
+    shots: int = 3
+    fld_depth: tuple[int, int] = (1, 3)
+    """FLD proof depth range (the paper's default 1-3; FLD* is 1-8)."""
+    fld_distractors: tuple[int, int] = (0, 20)
+    babi_tasks: tuple[int, ...] = (1, 2, 3, 15, 16, 17, 18, 19)
+    """bAbI tasks mixed into one evaluation (the harness's mix)."""
+    batch_size: int = 16
+    """Prompts per generation batch."""
+    choice: bool = True
+    """Also score by the model's likeliest label among the candidates (always a valid label: accuracy
+    without the format effect; the paper's metric is free generation)."""
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class RegistryConfig:
+    model_prefix: str = ""
+    """Register each final model as '<prefix>-<corpus>' ('' = log without registering)."""
+    alias: str = "latest"
+
+
+@dataclasses.dataclass
+class Config(JobConfig):
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
+    resume_from: str = ""
+    """A checkpoint directory of an earlier trial to continue (single-corpus runs)."""
+    max_concurrent_trials: int = 0
+    """Trials at once (0 = as the cluster's resources allow)."""
+
+    def __post_init__(self) -> None:
+        from xlab.lm.models import ARCHS, SIZES
+
+        check(self.model.arch in ARCHS, "model.arch", f"choose one of {', '.join(ARCHS)}")
+        check(self.model.size in SIZES, "model.size", f"choose one of {', '.join(SIZES)}")
+        ctx = self.model.n_ctx or SIZES[self.model.size]["n_ctx"]
+        check(self.train.block_size <= ctx, "train.block_size",
+              f"{self.train.block_size} exceeds the model's context {ctx}; lower it or raise --model.n_ctx")
+        check(not self.resume_from or len(self.data.corpora) == 1, "resume_from",
+              "continue one corpus at a time: pass --data.corpora NAME with it")
+
+
+PAPER_CORPORA = ("c", "cpp", "erlang", "haskell", "html", "java", "javascript", "ocaml", "python", "typescript",
+                 "wikipedia", "fineweb", "c4")
+
+PRESETS = {
+    # 2 cores, a few minutes: the Python stdlib vs English man pages, a 2-layer GPT-2 (width 64, ctx 128)
+    # on 600k tokens each, 2 trials side by side (one 0.9-CPU Ray Train worker each); loss and
+    # validation perplexity fall several-fold; 60 FLD (depth 1-2) and 60 bAbI task-1 items 3-shot.
+    "smoke": Config(
+        data=DataConfig(corpora=("python", "man-en"), max_bytes=3_000_000, train_tokens=600_000, val_tokens=8_192),
+        tokenizer=TokenizerConfig(vocab_size=2048, train_bytes=400_000),
+        model=ModelConfig(arch="gpt2", size="tiny"),
+        train=PretrainConfig(steps=0, epochs=1.0, batch_size=16, block_size=128, lr=3e-3, warmup_fraction=0.05,
+                             min_lr=1e-4, weight_decay=0.01, log_every=10, eval_every=75, num_workers=1,
+                             cpus_per_worker=0.9, threads_per_worker=1),
+        eval=EvalConfig(n=60, shots=3, fld_depth=(1, 2), fld_distractors=(0, 2), babi_tasks=(1,)),
+    ),
+    # The spec's tiny CPU protocol: four corpora of ~5M tokens, a 4-layer GPT-2 of width 256 and context
+    # 512, one epoch, ~300 FLD (depth <= 2) and bAbI task-1 items. Hours on 2 cores; minutes on a node.
+    "cpu": Config(
+        data=DataConfig(corpora=("python", "c", "man-en", "info-en"), max_bytes=25_000_000, train_tokens=5_000_000,
+                        val_tokens=100_000),
+        tokenizer=TokenizerConfig(vocab_size=8192, train_bytes=3_000_000),
+        model=ModelConfig(arch="gpt2", size="smoke"),
+        train=PretrainConfig(steps=0, epochs=1.0, batch_size=16, block_size=512, lr=1e-3, warmup_fraction=0.05,
+                             min_lr=3.3e-5, log_every=20, eval_every=100, num_workers=2, cpus_per_worker=1.0),
+        eval=EvalConfig(n=300, fld_depth=(1, 2), fld_distractors=(0, 5), babi_tasks=(1,)),
+    ),
+    # The published set-up: 13 corpora (The Stack / C4 / FineWeb / Wikipedia when a user has them as
+    # saved datasets: --data.corpora DIR...; the offline stand-ins by name otherwise), the GPT-2 BPE
+    # (--tokenizer.path gpt2-tokenizer-dir; else one 50257-token BPE on the mixture), GPT-2 124M with
+    # context 2048, 200M tokens per corpus, AdamW 1e-4 (0.9/0.999, wd 0.01), 10% warm-up then cosine to
+    # 3.3e-6, batch 24 x 2048, bf16, FSDP, 3 epochs, best-validation checkpoint; 3-shot FLD and bAbI.
+    "paper": Config(
+        data=DataConfig(corpora=PAPER_CORPORA, max_bytes=1_200_000_000, train_tokens=200_000_000,
+                        val_tokens=2_000_000),
+        tokenizer=TokenizerConfig(vocab_size=50257, train_bytes=100_000_000),
+        model=ModelConfig(arch="gpt2", size="gpt2-small"),
+        train=PretrainConfig(steps=0, epochs=3.0, batch_size=24, block_size=2048, lr=1e-4, beta1=0.9, beta2=0.999,
+                             weight_decay=0.01, warmup_fraction=0.1, schedule="cosine", min_lr=3.3e-6,
+                             grad_clip=1.0, precision="bf16", log_every=50, eval_every=1000, num_workers=8,
+                             cpus_per_worker=4, use_gpu=True, parallel_strategy="fsdp", max_failures=3),
+        eval=EvalConfig(n=1000, fld_depth=(1, 3), fld_distractors=(0, 20)),
+        registry=RegistryConfig(model_prefix="code-pretraining"),
+    ),
+    # The scale-up runs: Python vs FineWeb with GPT-2 774M (--model.size gpt2-1.5b for GPT-2 XL,
+    # --model.arch llama --model.size llama-774m for the Llama).
+    "scale-paper": Config(
+        data=DataConfig(corpora=("python", "fineweb"), max_bytes=1_200_000_000, train_tokens=200_000_000,
+                        val_tokens=2_000_000),
+        tokenizer=TokenizerConfig(vocab_size=50257, train_bytes=100_000_000),
+        model=ModelConfig(arch="gpt2", size="gpt2-774m"),
+        train=PretrainConfig(steps=0, epochs=3.0, batch_size=24, block_size=2048, lr=1e-4, weight_decay=0.01,
+                             warmup_fraction=0.1, min_lr=3.3e-6, precision="bf16", log_every=50, eval_every=1000,
+                             num_workers=8, cpus_per_worker=4, use_gpu=True, parallel_strategy="fsdp",
+                             max_failures=3),
+        eval=EvalConfig(n=1000),
+        registry=RegistryConfig(model_prefix="code-pretraining-scale"),
+    ),
+}
+KEY_METRICS = ["fld_accuracy", "fld_valid_rate", "babi_accuracy", "babi_valid_rate", "val_ppl"]
+
+
+# ------------------------------------------------------------------------------------------ corpora
+
+def corpus_label(ref: str) -> str:
+    """A short name for a corpus reference (its name, a directory's basename, or the hub id)."""
+    if ref.startswith("hf:"):
+        ref = ref[3:].replace(":", "-")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(ref.rstrip("/")).name or ref).strip("-") or "corpus"
+
+
+def load_corpora(cfg: Config, log_card: Any = None) -> dict[str, Any]:
+    """Build (cached) or load every corpus of ``cfg.data.corpora``: label -> DatasetDict."""
+    from xlab.data.text import CORPORA, build_corpus, corpus_card, load_corpus
+
+    out: dict[str, Any] = {}
+    for ref in cfg.data.corpora:
+        label = corpus_label(ref)
+        check(label not in out, "data.corpora", f"two corpora are both called {label!r}")
+        if ref in CORPORA:
+            path = build_corpus(ref, Path(cfg.data.root), max_bytes=cfg.data.max_bytes, seed=cfg.data.seed,
+                                test_fraction=cfg.data.test_fraction)
+            dd = load_corpus(path)
+            card = corpus_card(path)
+        else:
+            dd = load_corpus(ref)
+            if "test" not in dd:  # a saved dataset without a test split: the study's 1% split, seed 42
+                dd = dd["train"].train_test_split(test_size=cfg.data.test_fraction, seed=cfg.data.seed)
+            card = {"name": label, "ref": ref, "splits": {s: {"docs": len(d)} for s, d in dd.items()}}
+        out[label] = dd
+        if log_card is not None:
+            log_card(label, card)
+        print(f"[pretrain_lm] corpus {label}: {len(dd['train'])} train / {len(dd['test'])} test documents")
+    return out
+
+
+def depth_stats(corpora: dict[str, Any], cfg: Config) -> dict[str, dict]:
+    """AST-depth statistics of the code corpora (empty when the analysis module is not available)."""
+    try:
+        from xlab.analysis.ast_depth import corpus_depth_stats
+        from xlab.data.text import CORPORA
+    except ImportError:
+        return {}
+    out = {}
+    for ref in cfg.data.corpora:
+        spec = CORPORA.get(ref)
+        if spec is None or spec.kind != "code":
+            continue
+        try:
+            out[corpus_label(ref)] = corpus_depth_stats(corpora[corpus_label(ref)]["train"], spec.language,
+                                                        max_docs=500)
+        except Exception as e:  # no grammar for this language: the relation is drawn for the others
+            print(f"[pretrain_lm] no AST depth for {ref}: {e}")
+    return out
+
+
+def corpus_kind(label: str) -> str:
+    from xlab.data.text import CORPORA
+
+    spec = CORPORA.get(label)
+    return spec.kind if spec is not None else "?"
+
+
+# -------------------------------------------------------------------------------------------- trial
+
+def evaluate_logic(model: Any, tok: Any, ecfg: EvalConfig, device: str = "cpu") -> dict[str, dict]:
+    """Few-shot FLD and bAbI results (accuracy, valid_rate, n, records, ...) of ``model``."""
+    from xlab.evals import HFGenerator, babi_examples, evaluate_fewshot, fld_examples
+
+    gen = HFGenerator(model, tok, device=device, batch_size=ecfg.batch_size)
+    fld = fld_examples(ecfg.n, depth=ecfg.fld_depth, distractors=ecfg.fld_distractors, seed=ecfg.seed)
+    per_task = -(-ecfg.n // len(ecfg.babi_tasks))
+    babi = [x for t in ecfg.babi_tasks for x in babi_examples(t, per_task, seed=ecfg.seed)][: ecfg.n]
+    out = {"fld": evaluate_fewshot(gen, "fld", fld, shots=ecfg.shots, seed=ecfg.seed),
+           "babi": evaluate_fewshot(gen, "babi", babi, shots=ecfg.shots, seed=ecfg.seed)}
+    if ecfg.choice:
+        out["fld_choice"] = evaluate_fewshot(gen, "fld", fld, shots=ecfg.shots, seed=ecfg.seed, mode="choice")
+        out["babi_choice"] = evaluate_fewshot(gen, "babi", babi, shots=ecfg.shots, seed=ecfg.seed, mode="choice")
+    return out
+
+
+def curves_figure(title: str, history: list[dict], evals: list[dict]):
+    """Training loss and validation loss per corpus against step."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot([r["step"] for r in history], [r["train/loss"] for r in history], label="train", color="k")
+    names = sorted({k.split("/")[1] for e in evals for k in e if k.startswith("val/") and k.endswith("/loss")})
+    for name in names:
+        ax.plot([e["step"] for e in evals], [e[f"val/{name}/loss"] for e in evals], marker="o", label=f"val {name}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def trial(cfg: Config) -> dict[str, float]:
+    """One corpus: Ray Train pretraining, save/log the model, few-shot logic evaluation."""
+    import numpy as np
+    import torch
+
+    from xlab.lm.blocks import tokenizer_key
+    from xlab.lm.io import log_causal_lm, save_causal_lm
+    from xlab.lm.models import count_parameters
+    from xlab.lm.pretrain import ModelSpec, fit_pretrain
+    from xlab.lm.tokenizer import load_tokenizer
+    from xlab.track import Tracker
+
+    manifest = json.loads(Path(cfg.data.manifest).read_text())
+    corpus = cfg.data.corpus
+    entry = manifest["tokenizers"][tokenizer_key(corpus, manifest["tokenizer_mode"])]
+    blocks = entry["blocks"]
+    tok = load_tokenizer(entry["path"])
+    n_train = int(np.load(blocks[corpus]["train"], mmap_mode="r").shape[0])
+    tcfg = cfg.train.resolved(n_train)
+    spec = ModelSpec(cfg.model.arch, cfg.model.size, vocab_size=len(tok), n_ctx=cfg.model.n_ctx or None,
+                     dropout=cfg.model.dropout, seed=cfg.seed)
+    tracker = Tracker()
+    n_params = count_parameters(spec.build())
+    tracker.log_params({"resolved.steps": tcfg.steps, "resolved.train_tokens": n_train * tcfg.block_size,
+                        "resolved.parameters": n_params, "resolved.tokenizer": entry["path"]})
+    print(f"[pretrain_lm] {corpus}: {n_params / 1e6:.2f}M parameters, {n_train} blocks of {tcfg.block_size}, "
+          f"{tcfg.steps} steps of {tcfg.batch_size}", flush=True)
+    val_paths = {corpus: blocks[corpus]["test"], **{n: b["test"] for n, b in blocks.items() if n != corpus}}
+    result = fit_pretrain(spec, blocks[corpus]["train"], val_paths, tcfg, primary_val=corpus,
+                          run_id=tracker.run_id, name=corpus, resume_from=cfg.resume_from or None)
+    model = result.model()
+    if cfg.train.threads_per_worker:
+        torch.set_num_threads(cfg.train.threads_per_worker)
+    device = "cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu"
+    out_dir = save_causal_lm(model, tok, Path(manifest["dir"]) / "models" / f"{corpus}-{tracker.run_id[:8]}")
+    registered = f"{cfg.registry.model_prefix}-{corpus}" if cfg.registry.model_prefix else None
+    model_uri = log_causal_lm(model, tok, "model", registered_name=registered,
+                              alias=cfg.registry.alias if registered else None)
+    print(f"[pretrain_lm] {corpus}: model saved to {out_dir} and logged as {model_uri}", flush=True)
+    results = evaluate_logic(model, tok, cfg.eval, device=device)
+
+    best = next((e for e in result.evals if int(e["step"]) == result.best_step), result.evals[-1])
+    first, last = result.history[0], result.history[-1]
+    steady = [r["train/tokens_per_s"] for r in result.history[1:]] or [first["train/tokens_per_s"]]
+    summary = {
+        "val_ppl": best[f"val/{corpus}/ppl"], "val_loss": best[f"val/{corpus}/loss"], "best_step": result.best_step,
+        "train_loss_first": first["train/loss"], "train_loss_last": last["train/loss"],
+        "val_ppl_first": result.evals[0][f"val/{corpus}/ppl"], "train_seconds": result.seconds,
+        "tokens_per_s": float(np.median(steady)), "final_step": result.step,
+    }
+    if "train/mfu" in last:
+        summary["mfu"] = float(np.median([r["train/mfu"] for r in result.history[1:] or [last]]))
+    for name in blocks:
+        summary[f"val_ppl/{name}"] = best[f"val/{name}/ppl"]
+    for task, res in results.items():
+        summary[f"{task}_accuracy"] = res["accuracy"]
+        if not task.endswith("_choice"):  # choosing among the labels is valid by construction
+            summary[f"{task}_valid_rate"] = res["valid_rate"]
+        summary[f"{task}_items_per_s"] = res["items_per_s"]
+        tracker.log_dict({k: v for k, v in res.items() if k != "records"} | {"records": res["records"][:50]},
+                         f"eval/{task}.json")
+    tracker.log_metrics(summary, step=result.step)
+    tracker.log_dict({"history": result.history, "evals": result.evals, "model_uri": model_uri,
+                      "checkpoint": result.checkpoint_path, "saved": str(out_dir)}, "history.json")
+    tracker.log_figure(curves_figure(f"{corpus}: {cfg.model.arch} {cfg.model.size}", result.history, result.evals),
+                       "curves.png")
+    print(f"[pretrain_lm] {corpus}: val ppl {summary['val_ppl_first']:.1f} -> {summary['val_ppl']:.1f}, "
+          f"FLD acc {summary['fld_accuracy']:.3f} (valid {summary['fld_valid_rate']:.2f}), "
+          f"bAbI acc {summary['babi_accuracy']:.3f} (valid {summary['babi_valid_rate']:.2f})"
+          + (f"; by label choice FLD {summary['fld_choice_accuracy']:.3f}, bAbI {summary['babi_choice_accuracy']:.3f}"
+             if "fld_choice_accuracy" in summary else ""), flush=True)
+    return {k.replace("/", "_"): float(v) for k, v in summary.items()}
+
+
+# ------------------------------------------------------------------------------------------- parent
+
+def comparison_rows(runs: list[Any], depth: dict[str, dict]) -> list[dict]:
+    """Corpus x task rows: accuracy, valid-label rate, validation perplexity (own corpus), AST depth."""
+    rows = []
+    for run in runs:
+        corpus = run.data.params.get("data.corpus", "?")
+        m = run.data.metrics
+        for task in ("fld", "babi"):
+            rows.append({"corpus": corpus, "kind": corpus_kind(corpus), "task": task, "status": run.info.status,
+                         "accuracy": m.get(f"{task}_accuracy"), "valid_rate": m.get(f"{task}_valid_rate"),
+                         "choice_accuracy": m.get(f"{task}_choice_accuracy"),
+                         "val_ppl": m.get("val_ppl"), "val_ppl_first": m.get("val_ppl_first"),
+                         "train_loss_first": m.get("train_loss_first"), "train_loss_last": m.get("train_loss_last"),
+                         "ast_depth_mean": depth.get(corpus, {}).get("mean")})
+    return sorted(rows, key=lambda r: (r["task"], r["kind"], r["corpus"]))
+
+
+def accuracy_figure(rows: list[dict]):
+    """Grouped bars: accuracy and valid-label rate per corpus, one panel per task."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sub = [r for r in rows if r["task"] == task and r["accuracy"] is not None]
+        x = np.arange(len(sub))
+        ax.bar(x - 0.2, [r["accuracy"] for r in sub], 0.4, label="accuracy")
+        ax.bar(x + 0.2, [r["valid_rate"] for r in sub], 0.4, label="valid-label rate", alpha=0.7)
+        ax.set_xticks(x, [f"{r['corpus']}\n({r['kind']})" for r in sub], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{task}: few-shot exact match")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(curves: dict[str, dict]):
+    """Training loss and own-corpus validation loss per corpus against step."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for corpus, h in sorted(curves.items()):
+        axes[0].plot([r["step"] for r in h["history"]], [r["train/loss"] for r in h["history"]], label=corpus)
+        axes[1].plot([e["step"] for e in h["evals"]], [e[f"val/{corpus}/ppl"] for e in h["evals"]], marker="o",
+                     label=corpus)
+    axes[0].set_title("training loss")
+    axes[1].set_title("validation perplexity (own corpus)")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def depth_figure(rows: list[dict]):
+    """Mean AST depth of each code corpus against its models' accuracy per task."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for task, marker in (("fld", "o"), ("babi", "s")):
+        sub = [r for r in rows if r["task"] == task and r["ast_depth_mean"] is not None and r["accuracy"] is not None]
+        ax.scatter([r["ast_depth_mean"] for r in sub], [r["accuracy"] for r in sub], marker=marker, label=task)
+        for r in sub:
+            ax.annotate(r["corpus"], (r["ast_depth_mean"], r["accuracy"]), fontsize=7)
+    ax.set_xlabel("mean AST depth of the corpus")
+    ax.set_ylabel("few-shot accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cols = ["corpus", "kind", "task", "accuracy", "valid_rate", "choice_accuracy", "val_ppl", "val_ppl_first",
+            "ast_depth_mean"]
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(cfg: Config) -> dict:
+    import mlflow
+
+    from xlab.lm.blocks import prepare_blocks
+    from xlab.session import job_session
+    from xlab.track import Tracker, child_runs
+    from xlab.tune import grid, raise_on_errors, run_sweep
+
+    with job_session("pretrain_lm", cfg) as parent:
+        tracker = Tracker()
+        corpora = load_corpora(cfg, log_card=lambda name, card: tracker.log_dict(card, f"corpora/{name}.json"))
+        depth = depth_stats(corpora, cfg)
+        if depth:
+            tracker.log_dict(depth, "ast_depth.json")
+        manifest = prepare_blocks(
+            corpora, Path(cfg.data.work_dir).resolve(), block_size=cfg.train.block_size,
+            train_tokens=cfg.data.train_tokens, val_tokens=cfg.data.val_tokens, vocab_size=cfg.tokenizer.vocab_size,
+            tokenizer_mode=cfg.tokenizer.mode, tokenizer_bytes=cfg.tokenizer.train_bytes,
+            tokenizer_path=cfg.tokenizer.path, min_frequency=cfg.tokenizer.min_frequency,
+        )
+        tracker.log_dict(manifest, "blocks_manifest.json")
+        for key, entry in manifest["tokenizers"].items():
+            tracker.log_artifact(entry["path"], f"tokenizer/{key}")
+        tracker.log_metrics({"train_tokens_per_corpus": float(min(e["train_tokens"]
+                                                                  for e in manifest["tokenizers"].values()))})
+        base = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, manifest=str(Path(manifest["dir"]) / "manifest.json")))
+        labels = list(corpora)
+        results = run_sweep(
+            trial, base, grid({"data.corpus": labels}), parent_run_id=parent.info.run_id, metric="val_loss",
+            mode="min", cpus_per_trial=0.1, gpus_per_trial=0.0,
+            max_concurrent_trials=cfg.max_concurrent_trials or None,
+        )
+        runs = child_runs(parent.info.run_id)
+        rows = comparison_rows(runs, depth)
+        curves = {}
+        for run in runs:
+            if run.info.status == "FINISHED":
+                h = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/history.json")
+                curves[run.data.params.get("data.corpus")] = h
+        tracker.log_dict(rows, "comparison.json")
+        tracker.log_dict({"markdown": markdown_table(rows)}, "comparison_table.json")
+        mlflow.MlflowClient().log_text(parent.info.run_id, markdown_table(rows), "comparison.md")
+        if rows:
+            tracker.log_figure(accuracy_figure(rows), "accuracy_per_corpus.png")
+        if curves:
+            tracker.log_figure(loss_figure(curves), "loss_curves.png")
+        flat = {}
+        for r in rows:
+            if r["accuracy"] is not None:
+                flat[f"{r['corpus']}/{r['task']}_accuracy"] = r["accuracy"]
+                flat[f"{r['corpus']}/{r['task']}_valid_rate"] = r["valid_rate"]
+                flat[f"{r['corpus']}/val_ppl"] = r["val_ppl"]
+        if flat:
+            tracker.log_metrics(flat)
+        if depth and any(r["ast_depth_mean"] is not None for r in rows):
+            tracker.log_figure(depth_figure(rows), "ast_depth_vs_accuracy.png")
+            try:
+                from xlab.analysis.ast_depth import depth_score_correlation
+
+                for task in ("fld", "babi"):
+                    corr = depth_score_correlation(
+                        {r["corpus"]: r["ast_depth_mean"] for r in rows if r["task"] == task and r["ast_depth_mean"]},
+                        {r["corpus"]: r["accuracy"] for r in rows if r["task"] == task and r["accuracy"] is not None})
+                    tracker.log_dict(corr, f"ast_depth_correlation_{task}.json")
+            except ImportError:
+                pass
+        print(markdown_table(rows))
+        raise_on_errors(results)
+        return {"rows": rows, "run_id": parent.info.run_id, "manifest": manifest, "depth": depth}
+
+
+if __name__ == "__main__":
+    from xlab.cli import job_entry
+
+    job_entry("pretrain_lm")
