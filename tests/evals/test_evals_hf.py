@@ -97,3 +97,30 @@ def test_fewshot_evaluation_of_a_tiny_model(tiny):
     assert rb["valid_rate"] == 1.0 and 0.0 <= rb["accuracy"] <= 1.0
     rg = evaluate_fewshot(gen, "babi", babi, shots=2)
     assert all("\n" not in rec["output"] for rec in rg["records"])
+
+
+def test_llama_family_and_saved_model_round_trip(tiny, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from xlab.evals import logic_suite
+
+    model, tok, _, _ = tiny
+    torch.manual_seed(1)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=256, bos_token_id=tok.eos_token_id,
+                                         eos_token_id=tok.eos_token_id))
+    gen = HFGenerator(llama, tok, batch_size=4)
+    batched = gen.generate(PROMPTS, max_new_tokens=5)
+    assert batched == [HFGenerator(llama, tok, batch_size=1).generate([p], max_new_tokens=5)[0] for p in PROMPTS]
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded = HFGenerator.from_pretrained(str(tmp_path / "m"))
+    assert loaded.generate(PROMPTS[:2], max_new_tokens=4) == HFGenerator(model, tok).generate(PROMPTS[:2],
+                                                                                              max_new_tokens=4)
+    with pytest.raises(XlabError, match="cannot load"):
+        HFGenerator.from_pretrained(str(tmp_path / "nothing"))
+    m = logic_suite(loaded, n_fld=6, n_babi=6, babi_tasks=(1, 19), fld_distractors=(0, 2), fld_branches=(0, 1),
+                    shots=1, mode="choice")
+    assert m["fld/valid_rate"] == 1.0 and m["babi/valid_rate"] == 1.0
+    assert {"fld/accuracy", "babi/accuracy", "babi/task1/accuracy", "babi/task19/accuracy"} <= set(m)

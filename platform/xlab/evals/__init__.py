@@ -7,6 +7,7 @@
 * :func:`evaluate_fewshot`: k-shot accuracy and valid-label rate (:func:`instruction_following`)
   of any :class:`Generator`: :class:`HFGenerator` (a ``transformers`` causal LM) or
   :class:`OpenAICompatibleGenerator` (an HTTP completions server).
+* :func:`logic_suite`: both tasks for one model as flat ``task/metric`` numbers for MLflow.
 
 Throughput figures: ``python -m xlab.evals.bench``.
 """
@@ -24,6 +25,7 @@ from xlab.evals.fld import FLD_INSTRUCTION, LogicExample, fld_examples, load_fld
 from xlab.evals.generators import Generator, HFGenerator, cut_at_stop
 from xlab.evals.logic import LABELS, FormulaError, parse, prove, prove_strings, to_str
 from xlab.evals.openai_api import OpenAICompatibleGenerator
+from xlab.evals.suite import logic_suite
 
 __all__ = [
     "BABI_TASKS",
@@ -46,6 +48,7 @@ __all__ = [
     "instruction_following",
     "load_babi",
     "load_fld",
+    "logic_suite",
     "parse",
     "parse_prediction",
     "prove",

@@ -82,6 +82,18 @@ class HFGenerator:
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
+    @classmethod
+    def from_pretrained(cls, path: str, *, device: str = "cpu", batch_size: int = 16) -> HFGenerator:
+        """Load a model and tokenizer saved with ``save_pretrained`` (local files only)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except OSError as e:
+            raise XlabError(f"cannot load a causal LM and tokenizer from {path!r}: {e}") from e
+        return cls(model, tokenizer, device=device, batch_size=batch_size)
+
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
