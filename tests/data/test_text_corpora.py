@@ -151,10 +151,11 @@ def test_missing_sources_name_the_debian_package(tmp_path):
         build_corpus("python", tmp_path, max_bytes=0, sources=[CODE])
 
 
-def test_archive_members_zip_and_tar(tmp_path):
+def test_archive_members_zip_and_tar(tmp_path, monkeypatch):
     import tarfile
     import zipfile
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the tar member index is cached there
     src = _bulk_tree(tmp_path / "src")
     with zipfile.ZipFile(tmp_path / "src.zip", "w") as zf:
         for p in sorted(src.glob("mod*.py"))[:5]:
@@ -168,6 +169,7 @@ def test_archive_members_zip_and_tar(tmp_path):
     dd = load_corpus(build_corpus("c", tmp_path / "o", max_bytes=10**6, sources=[tmp_path / "src.tar.xz"],
                                   progress=False))
     assert len(_sources(dd)) == 5 and all("!linux/kernel/unit" in s for s in _sources(dd))
+    assert len(list((tmp_path / "cache" / "xlab" / "tar-index").glob("*.json"))) == 1
 
 
 def test_natural_language_corpora_from_fixture_trees(tmp_path):

@@ -36,7 +36,7 @@ from xlab.data.text.sources import Item, expand_roots, list_items, read_items
 from xlab.data.text.spec import CorpusSpec, get_spec
 from xlab.errors import XlabError
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bumped when the pipeline changes what it writes (invalidates cached corpora)."""
 BYTES_PER_TOKEN = 4.0
 """Rough bytes per GPT-2 BPE token, for the card's ``approx_tokens`` (the job counts exactly)."""

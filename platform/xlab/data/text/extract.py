@@ -1,7 +1,7 @@
 """Text extraction: turn one source file (bytes) into the documents it holds.
 
 * plain source or text: decoded as UTF-8 (``.gz`` files are decompressed when read);
-* manual pages: rendered with groff (``-mandoc -Tutf8``, overstrike off), or by a small pure-Python
+* manual pages: rendered with groff (``-mandoc -Tutf8``, no hyphenation, overstrike off), or by a small pure-Python
   roff reader when groff is not installed; ``.so`` alias stubs hold no text and are skipped;
 * GNU info: node separators, node headers and the tag table removed;
 * gettext ``.mo``: the translated strings of the catalog (parsed with :mod:`gettext`), one per line;
@@ -93,14 +93,14 @@ def render_man(raw: bytes, path: str = "") -> str | None:
     if _GROFF is None:
         return roff_to_text(src)
     proc = subprocess.run(
-        [_GROFF, "-k", "-t", "-mandoc", "-Tutf8", "-rLL=78n", "-P-cbou"], input=raw, capture_output=True,
+        [_GROFF, "-k", "-t", "-mandoc", "-Tutf8", "-rLL=78n", "-rHY=0", "-P-cbou"], input=raw, capture_output=True,
         timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"},
     )
     if proc.returncode != 0 or not proc.stdout.strip():
         return roff_to_text(src)
     text = proc.stdout.decode("utf-8", errors="replace")
     # groff's header/footer lines ("LS(1)   User Commands   LS(1)") repeat on every page: keep text only.
-    lines = text.splitlines()
+    lines = text.strip("\n").splitlines()
     if len(lines) > 2:
         lines = lines[1:-1]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

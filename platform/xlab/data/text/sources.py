@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import glob
 import gzip
+import hashlib
+import json
 import os
 import re
 import stat
 import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from xlab.data.text.detect import code_language, path_natural_language
 from xlab.data.text.spec import CorpusSpec
@@ -125,10 +128,29 @@ def _archive_members(path: str) -> Iterator[tuple[str, int]]:
                 if not info.is_dir():
                     yield info.filename, info.file_size
         return
+    yield from _tar_index(path)
+
+
+def _tar_index(path: str) -> list[tuple[str, int]]:
+    """(member, size) of the regular files of a tar archive, cached per archive (path, size, mtime):
+    listing a compressed tar means decompressing all of it (minutes for the kernel sources)."""
+    st = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xlab" / "tar-index" / f"{key}.json"
+    try:
+        return [tuple(x) for x in json.loads(cache.read_text())]
+    except (OSError, ValueError):
+        pass
     with tarfile.open(path, "r|*") as tf:
-        for m in tf:
-            if m.isfile():
-                yield m.name, m.size
+        members = [(m.name, m.size) for m in tf if m.isfile()]
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(members))
+        os.replace(tmp, cache)
+    except OSError:  # a read-only home only costs the next build another listing pass
+        pass
+    return members
 
 
 def list_items(spec: CorpusSpec, roots: Sequence[str]) -> list[Item]:
