@@ -97,3 +97,37 @@ def qa_items(n: int, seed: int = 0, n_facts: int = 3, n_options: int = 4) -> lis
         evidence = " ".join(rel[1].format(name=p, v=v) for p, rel, v in facts)
         items.append(QAItem(evidence, question.format(name=person), tuple(options), options.index(gold)))
     return items
+
+
+def recovery_documents(
+    sentences: list[str], seed: int = 0, modes: tuple[tuple[str, float], ...] = (
+        ("random", 0.2), ("random", 0.5), ("random", 1.0), ("keep_first", 1.0), ("keep_first_last", 1.0)),
+    shots: int = 0,
+) -> list[str]:
+    """Solved recovery prompts (the published wording) for training a subject model: one document per
+    sentence, scrambled with a mode drawn from ``modes``; ``shots`` solved examples before it."""
+    from xlab.analysis.scramble import recovery_prompt, scramble
+
+    rng = random.Random(f"recovery-docs:{seed}")
+    docs = []
+    for i, s in enumerate(sentences):
+        mode, rate = rng.choice(modes)
+        demos = []
+        for _ in range(shots):
+            d = rng.choice(sentences)
+            dm, dr = rng.choice(modes)
+            demos.append((scramble(d, dm, dr, seed=rng.randrange(10**6)), d))
+        docs.append(f"{recovery_prompt(scramble(s, mode, rate, seed=seed * 100003 + i), demos)} {s}")
+    return docs
+
+
+def qa_documents(items: list[QAItem], seed: int = 0, scrambled_share: float = 0.0) -> list[str]:
+    """Solved QA prompts for training; ``scrambled_share`` of them with randomly scrambled evidence."""
+    from xlab.analysis.scramble import qa_answer_text, qa_prompt, scramble
+
+    rng = random.Random(f"qa-docs:{seed}")
+    docs = []
+    for i, it in enumerate(items):
+        ev = scramble(it.evidence, "random", 1.0, seed=seed * 100003 + i) if rng.random() < scrambled_share else None
+        docs.append(qa_prompt(it, ev) + qa_answer_text(it))
+    return docs

@@ -1,0 +1,360 @@
+"""Language-specific neurons (Kojima et al., NAACL 2024): find them by average precision, tamper with them.
+
+Protocol (``llm-analysis.md`` section 2): every output channel of every linear layer except the
+unembedding is a unit; its response to a sentence is the mean over the sentence's tokens; for each
+target language (en, de, fr, es, zh, ja) a unit's score is the average precision of its response as
+a classifier of "the sentence is in the target language" (positives: the language's sentences,
+negatives: the other five languages'); the top N/2 and bottom N/2 units are selected. Tampering fixes
+each selected unit to its median response on target-language sentences at every position, and the
+effect is the share of unconditional generations (from BOS, temperature 0.8) that py3langid,
+restricted to the six languages, assigns to the target language, before and after, for each N of a
+sweep. The parent MLflow run gets the AP-selected units, the overlap matrix and per-layer
+distribution plots and the share-vs-N plot; each N is a Ray task with its own nested MLflow run.
+
+Sentences come from the machine's gettext catalogs (``xlab.data.multilingual``: parallel English
+messages and their de/fr/es/zh/ja translations; wordfreq pseudo-sentences top up a language with too
+few). Subject: ``--subject.ref PATH_OR_MLFLOW_URI`` (any Hugging Face causal LM, e.g. a local
+xglm-564M), else the platform trains one with ``xlab.lm`` (byte-level BPE + tiny GPT-2 on the
+six-language mix), logs it to the run and analyses it.
+
+    xlab run lang_neurons --preset smoke          # trains a tiny multilingual GPT-2 (minutes on CPU)
+    xlab run lang_neurons --preset paper --subject.ref /models/xglm-564M
+    xlab run lang_neurons --analysis.n_values 100 1000 2000 --subject.ref models:/multilingual-lm@prod
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from xlab.config import JobConfig, check
+from xlab.lm.loop import LMTrainConfig
+
+
+@dataclasses.dataclass
+class DataConfig:
+    languages: tuple[str, ...] = ("en", "de", "fr", "es", "zh", "ja")
+    per_language: int = 100
+    """Sentences per language for scoring (positives; the other languages' are the negatives)."""
+    train_per_language: int = 1200
+    """Sentences per language for training the platform's subject (disjoint from the scored ones)."""
+    source: str = "auto"
+    """auto (gettext catalogs, topped up from wordfreq), gettext or wordfreq (see xlab.data.multilingual)."""
+    domains: str = "required"
+    """required: catalogs every Debian system has; all: every catalog under /usr/share/locale."""
+
+
+@dataclasses.dataclass
+class SubjectConfig:
+    ref: str = ""
+    """Causal LM to analyse (local directory or MLflow URI); empty: train one on the six-language mix."""
+    arch: str = "gpt2"
+    size: str = "tiny"
+    n_ctx: int = 128
+    vocab_size: int = 2000
+    d_model: int = 0
+    """Width override of the size preset (0 = the preset's)."""
+    n_layer: int = 0
+    """Depth override of the size preset (0 = the preset's)."""
+    registered_name: str = ""
+    """Register the trained subject in the MLflow model registry under this name (empty: do not)."""
+
+
+@dataclasses.dataclass
+class AnalysisConfig:
+    n_values: tuple[int, ...] = (10, 50, 200)
+    """Sweep of N (units tampered per language: N/2 top + N/2 bottom)."""
+    batch_size: int = 16
+    max_length: int = 128
+    """Tokens per sentence when scoring."""
+
+
+@dataclasses.dataclass
+class GenerationConfig:
+    n_samples: int = 40
+    """Unconditional generations per condition (spec: 100, one seed each)."""
+    max_new_tokens: int = 32
+    """Tokens per generation (spec: 64)."""
+    temperature: float = 0.8
+    batch_size: int = 50
+    device: str = "cpu"
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+
+
+@dataclasses.dataclass
+class Config(JobConfig):
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    subject: SubjectConfig = dataclasses.field(default_factory=SubjectConfig)
+    train: LMTrainConfig = dataclasses.field(
+        default_factory=lambda: LMTrainConfig(steps=600, batch_size=16, lr=3e-3, warmup_steps=30, block_size=64,
+                                              log_every=50))
+    analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
+    generation: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
+
+    def __post_init__(self) -> None:
+        from xlab.data.multilingual import LANGUAGES, SOURCES
+
+        check(len(self.data.languages) >= 2 and set(self.data.languages) <= set(LANGUAGES), "data.languages",
+              f"name two or more of {', '.join(LANGUAGES)}")
+        check(self.data.source in SOURCES, "data.source", f"choose one of {', '.join(SOURCES)}")
+        check(self.data.domains in ("required", "all"), "data.domains", "use required or all")
+        check(self.data.per_language >= 2, "data.per_language", "need at least 2 sentences per language")
+        check(bool(self.analysis.n_values) and all(n >= 1 for n in self.analysis.n_values), "analysis.n_values",
+              "give one or more N >= 1")
+        check(self.generation.n_samples >= 1, "generation.n_samples", "must be >= 1")
+        check(self.generation.temperature > 0, "generation.temperature", "must be > 0")
+
+
+PRESETS = {
+    # A tiny GPT-2 (2 layers, width 64: 1,152 units) trained on ~1,200 sentences per language.
+    "smoke": Config(),
+    # The paper: 500 positives / 2,500 negatives, N up to 2,000, 100 generations of 64 tokens; bring a
+    # model (--subject.ref, e.g. xglm-564M) or train the "smoke"-size GPT-2 on every catalog.
+    "paper": Config(
+        data=DataConfig(per_language=500, train_per_language=15_000, domains="all"),
+        subject=SubjectConfig(size="smoke", n_ctx=256, vocab_size=16_000),
+        train=LMTrainConfig(steps=20_000, batch_size=64, lr=1e-3, warmup_fraction=0.05, block_size=256),
+        analysis=AnalysisConfig(n_values=(100, 500, 1000, 2000, 4000), batch_size=64),
+        generation=GenerationConfig(n_samples=100, max_new_tokens=64, device="cuda", gpus_per_task=0.2),
+    ),
+}
+KEY_METRICS = ["share_gain_mean", "share_gain_max", "overlap_mean"]
+
+
+def load_sentences(cfg: Config) -> tuple[list[Any], list[str]]:
+    """(scored sentences, training texts): disjoint, per language."""
+    import random
+
+    from xlab.data.multilingual import REQUIRED_DOMAINS, group_by_language, load_multilingual
+
+    d = cfg.data
+    need = d.per_language + (0 if cfg.subject.ref else d.train_per_language)
+    sents = load_multilingual(need, languages=d.languages, source=d.source, seed=cfg.seed,
+                              domains=REQUIRED_DOMAINS if d.domains == "required" else None,
+                              min_per_language=d.per_language)
+    scored, train = [], []
+    for group in group_by_language(sents).values():
+        scored += group[: d.per_language]
+        train += [s.text for s in group[d.per_language :]]
+    random.Random(cfg.seed).shuffle(train)
+    return scored, train
+
+
+def train_subject(cfg: Config, texts: list[str], log_fn=None) -> tuple[Any, Any, list[dict]]:
+    from xlab.lm import build_causal_lm, train_bpe, train_on_texts
+
+    tok = train_bpe(texts, vocab_size=cfg.subject.vocab_size)
+    s = cfg.subject
+    overrides = {k: v for k, v in (("n_embd", s.d_model), ("n_layer", s.n_layer)) if v}
+    model = build_causal_lm(s.arch, s.size, vocab_size=len(tok), n_ctx=s.n_ctx, seed=cfg.seed, **overrides)
+    history = train_on_texts(model, tok, texts, cfg.train, log_fn=log_fn)
+    return model.eval(), tok, history
+
+
+def _generation_task(
+    cfg: Config, model: Any, tok: Any, layout: Any, n: int | None, tampering: dict[str, tuple],
+    parent_run_id: str, tracking_uri: str,
+) -> dict[str, Any]:
+    """Generations under each language's tampering at one N (``n=None``: no tampering), in a nested run."""
+    import torch
+
+    from xlab.analysis.hooks import intervene
+    from xlab.analysis.lang_neurons import generate_unconditional, language_shares, tamper_edits
+    from xlab.track import Tracker
+    from xlab.track.run import child_run
+
+    torch.set_num_threads(max(1, int(cfg.generation.cpus_per_task)))
+    g = cfg.generation
+    model = model.to(g.device)
+    langs = list(cfg.data.languages)
+    name = "baseline" if n is None else f"N={n}"
+    out: dict[str, Any] = {"n": n, "shares": {}, "samples": {}}
+    with child_run(parent_run_id, name, params={"N": n if n is not None else 0}, tracking_uri=tracking_uri):
+        for target in langs if n is not None else [None]:
+            if target is None:
+                texts = generate_unconditional(model, tok, g.n_samples, max_new_tokens=g.max_new_tokens,
+                                               temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size)
+            else:
+                units, values = tampering[target]
+                with intervene(model, tamper_edits(layout, units, values)):
+                    texts = generate_unconditional(model, tok, g.n_samples, max_new_tokens=g.max_new_tokens,
+                                                   temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size)
+            key = target or "none"
+            out["shares"][key] = language_shares(texts, langs)
+            out["samples"][key] = texts[:8]
+        tracker = Tracker()
+        if n is None:
+            tracker.log_metrics({f"share/{lang}": out["shares"]["none"][lang] for lang in [*langs, "und"]})
+        else:
+            tracker.log_metrics({f"share/{lang}": out["shares"][lang][lang] for lang in langs})
+        tracker.log_dict(out, "generations.json")
+    return out
+
+
+def plots(cfg: Config, layout: Any, selected: dict[int, dict[str, Any]], results: dict, baseline: dict):
+    """Share of target-language generations vs N; overlap of the selected sets; units per layer."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from xlab.analysis.lang_neurons import layer_distribution, overlap_matrix
+
+    langs = list(cfg.data.languages)
+    ns = sorted(selected)
+    figs = {}
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for lang in langs:
+        line = ax.plot([0, *ns], [baseline[lang], *[results[n][lang][lang] for n in ns]], "o-", label=lang)[0]
+        ax.axhline(baseline[lang], color=line.get_color(), ls=":", lw=0.7)
+    ax.set_xscale("symlog", linthresh=max(1, min(ns)))
+    ax.set_xlabel("N tampered units (0 = none)")
+    ax.set_ylabel("share of generations in target language")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    figs["share_vs_n.png"] = fig
+    n_top = ns[-1]
+    names, m = overlap_matrix({lang: selected[n_top][lang][0] for lang in langs})
+    fig = Figure(figsize=(4.8, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w" if m[i, j] < 0.5 else "k")
+    fig.colorbar(im)
+    ax.set_title(f"overlap of selected units (N={n_top})")
+    figs["overlap.png"] = fig
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / len(langs)
+    for j, lang in enumerate(langs):
+        units = selected[n_top][lang][0]
+        half = len(units) // 2
+        top = layer_distribution(layout, units[:half])[: layout.n_layers]
+        bottom = layer_distribution(layout, units[half:])[: layout.n_layers]
+        x = np.arange(layout.n_layers) + j * width
+        ax.bar(x, top, width, label=lang)
+        ax.bar(x, bottom, width, bottom=top, alpha=0.45, color=ax.patches[-1].get_facecolor())
+    ax.set_xlabel("layer (solid: top units, light: bottom units)")
+    ax.set_ylabel("selected units")
+    ax.set_title(f"selected units per layer (N={n_top})")
+    ax.legend(fontsize=7)
+    figs["units_per_layer.png"] = fig
+    return figs, m
+
+
+def main(cfg: Config) -> dict:
+    import time
+
+    import numpy as np
+    import ray
+
+    from xlab.analysis.lang_neurons import (
+        average_precision,
+        layer_distribution,
+        median_responses,
+        select_units,
+        unit_layout,
+        unit_responses,
+    )
+    from xlab.data.multilingual import provenance
+    from xlab.session import job_session
+    from xlab.track import Tracker
+    from xlab.track.store import resolve_tracking_uri
+
+    with job_session("lang_neurons", cfg) as parent:
+        t0 = time.time()
+        tracker = Tracker()
+        langs = list(cfg.data.languages)
+        scored, train_texts = load_sentences(cfg)
+        tracker.log_dict({"scored": provenance(scored), "train_sentences": len(train_texts)}, "data_provenance.json")
+        print(f"[lang_neurons] {len(scored)} scored sentences, {len(train_texts)} training sentences "
+              f"({time.time() - t0:.0f}s)", flush=True)
+        if cfg.subject.ref:
+            from xlab.lm import load_causal_lm
+
+            model, tok = load_causal_lm(cfg.subject.ref, device=cfg.generation.device)
+        else:
+            def log_fn(step: int, m: dict) -> None:
+                tracker.log_metrics({k: v for k, v in m.items() if k != "step"}, step=step)
+                print(f"[lang_neurons] train step {step} loss {m.get('train/loss', float('nan')):.3f}", flush=True)
+
+            model, tok, _ = train_subject(cfg, train_texts, log_fn=log_fn)
+            from xlab.lm import log_causal_lm
+
+            uri = log_causal_lm(model, tok, "model", registered_name=cfg.subject.registered_name or None)
+            print(f"[lang_neurons] subject logged as {uri} ({time.time() - t0:.0f}s)", flush=True)
+        model = model.to(cfg.generation.device)
+        layout = unit_layout(model)
+        n_units = layout.n_units
+        check(max(cfg.analysis.n_values) <= n_units, "analysis.n_values",
+              f"N must not exceed the model's {n_units} units")
+        labels = np.array([s.lang for s in scored])
+        resp = unit_responses(model, tok, [s.text for s in scored], layout, batch_size=cfg.analysis.batch_size,
+                              max_length=cfg.analysis.max_length, progress=True)
+        ap = {lang: average_precision(resp, labels == lang) for lang in langs}
+        print(f"[lang_neurons] {n_units} units scored ({time.time() - t0:.0f}s)", flush=True)
+        selected: dict[int, dict[str, Any]] = {}
+        for n in sorted(set(cfg.analysis.n_values)):
+            selected[n] = {}
+            for lang in langs:
+                units = select_units(ap[lang], n)
+                selected[n][lang] = (units, median_responses(resp[labels == lang], units))
+        tracker.log_dict({str(n): {lang: {"units": [[layout.names[m], int(c)] for m, c in zip(
+            *layout.locate(u), strict=True)], "ap": ap[lang][u].round(4).tolist(), "values": v.tolist()}
+            for lang, (u, v) in sel.items()} for n, sel in selected.items()}, "selected_units.json")
+        tracker.log_metrics({f"ap_max/{lang}": float(ap[lang].max()) for lang in langs}
+                            | {f"ap_min/{lang}": float(ap[lang].min()) for lang in langs} | {"n_units": n_units})
+
+        # One Ray task per N (plus the untampered baseline), each with its nested MLflow run.
+        g = cfg.generation
+        task = ray.remote(_generation_task).options(num_cpus=g.cpus_per_task, num_gpus=g.gpus_per_task)
+        model_ref, tok_ref = ray.put(model.cpu()), ray.put(tok)
+        uri = resolve_tracking_uri(cfg.tracking.uri)
+        futures = [task.remote(cfg, model_ref, tok_ref, layout, None, {}, parent.info.run_id, uri)]
+        futures += [task.remote(cfg, model_ref, tok_ref, layout, n, selected[n], parent.info.run_id, uri)
+                    for n in selected]
+        outs = ray.get(futures)
+        baseline = outs[0]["shares"]["none"]
+        results = {o["n"]: o["shares"] for o in outs[1:]}
+        print(f"[lang_neurons] generations done ({time.time() - t0:.0f}s)", flush=True)
+
+        figs, overlap = plots(cfg, layout, selected, results, baseline)
+        for name, fig in figs.items():
+            tracker.log_figure(fig, name)
+        n_top = max(selected)
+        metrics = {f"share_before/{lang}": baseline[lang] for lang in [*langs, "und"]}
+        for n in selected:
+            for lang in langs:
+                metrics[f"share_after_N{n}/{lang}"] = results[n][lang][lang]
+        gains = {lang: results[n_top][lang][lang] - baseline[lang] for lang in langs}
+        metrics |= {f"share_gain/{lang}": v for lang, v in gains.items()}
+        off = overlap[~np.eye(len(langs), dtype=bool)]
+        metrics |= {"share_gain_mean": float(np.mean(list(gains.values()))),
+                    "share_gain_max": float(max(gains.values())), "overlap_mean": float(off.mean()),
+                    "overlap_max": float(off.max()), "N_top": n_top}
+        for lang in langs:
+            dist = layer_distribution(layout, selected[n_top][lang][0])
+            metrics[f"first_last_layer_share/{lang}"] = float((dist[0] + dist[layout.n_layers - 1]) / dist.sum())
+        tracker.log_metrics(metrics)
+        table = {lang: {"before": round(baseline[lang], 3), **{f"N={n}": round(results[n][lang][lang], 3)
+                                                               for n in sorted(results)}} for lang in langs}
+        tracker.log_dict({"shares": table, "baseline_distribution": baseline}, "summary.json")
+        print("[lang_neurons] share of generations in the target language, before and after tampering:")
+        for lang, row in table.items():
+            print(f"  {lang}: " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
+        print(f"[lang_neurons] mean overlap between languages at N={n_top}: {off.mean():.3f} "
+              f"({time.time() - t0:.0f}s)", flush=True)
+        return {"run_id": parent.info.run_id, "shares": table, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    from xlab.cli import job_entry
+
+    job_entry("lang_neurons")
