@@ -247,7 +247,8 @@ def main(cfg: Config) -> dict:
             gains = transfer_gains(table, names, embodiments)
             tracker.log_metrics(gains)
             shown = table[["variant"] + [c for c in table.columns if c.startswith("success_")]]
-            rprint(shown.round(2).to_string(index=False))
+            shown = shown.rename(columns=lambda c: c.removeprefix("success_"))  # success rates, 0..1
+            print(shown.round(2).to_string(index=False, line_width=250))
             for k, v in gains.items():
                 rprint(f"{k}: {v:+.2f}")
             out.update(table=table, gains=gains)
