@@ -23,6 +23,8 @@ def test_presets_and_bad_configs():
         apply_overrides(smoke, {"train.block_size": 256})
     with pytest.raises(XlabError, match="model.arch"):
         apply_overrides(smoke, {"model.arch": "bert"})
+    with pytest.raises(XlabError, match="registry.alias"):
+        apply_overrides(smoke, {"registry.alias": "latest"})
     with pytest.raises(XlabError, match="resume_from"):
         apply_overrides(smoke, {"resume_from": "/tmp/x"})
     with pytest.raises(XlabError, match="split"):
@@ -53,5 +55,5 @@ def test_smoke_two_corpora_end_to_end(ray_local, mlflow_uri, tmp_path):
     # Identical budgets, and each final model is registered and loads back as a transformers model.
     entry = out["manifest"]["tokenizers"]["mixture"]
     assert entry["blocks"]["python"]["train_tokens"] == entry["blocks"]["man-en"]["train_tokens"]
-    model, tok = load_causal_lm("models:/xlab-test-pt-python@latest")
+    model, tok = load_causal_lm("models:/xlab-test-pt-python@pretrained")
     assert model.config.vocab_size == len(tok) and model.config.n_layer == 2
