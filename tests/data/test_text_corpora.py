@@ -190,6 +190,17 @@ def test_natural_language_corpora_from_fixture_trees(tmp_path):
     assert corpus_card(doc_path)["licences"] == {"BSD-2-clause": 2}
 
 
+def test_html_corpus_picks_its_language_by_file_name(tmp_path):
+    src = tmp_path / "debian-reference"
+    src.mkdir()
+    body = "<html><body><p>{}</p></body></html>"
+    (src / "ch01.en.html").write_text(body.format("The Debian system keeps its packages up to date with apt. " * 3))
+    (src / "ch01.de.html").write_text(body.format("Das Debian-System hält seine Pakete mit apt aktuell. " * 3))
+    dd = load_corpus(build_corpus("debref-de", tmp_path / "o", max_bytes=10**6, sources=[src], progress=False))
+    assert [Path(s).name for s in _sources(dd)] == ["ch01.de.html"]
+    assert "Pakete" in (list(dd["train"]["text"]) + list(dd["test"]["text"]))[0]
+
+
 def test_gcide_dictd_entries():
     docs = dictd_docs(gzip.decompress((FIX / "dictd" / "fixture.dict.dz").read_bytes()),
                       (FIX / "dictd" / "fixture.index").read_text(), entries_per_doc=2)

@@ -30,6 +30,7 @@ _MAN_NAME = re.compile(r"\.[1-9][a-z0-9+]*(?:\.gz)?$", re.I)
 _DOC_NAMES = re.compile(
     r"^(?:readme|news|changes|changelog|faq|todo|history|authors|thanks|usage|install|bugs)"
     r"(?:[._-][\w.-]*)?$|\.(?:txt|md|rst|html?|text)(?:\.gz)?$", re.I)
+_HTML_LANG = re.compile(r"\.([a-z]{2})(?:[-_][a-z]{2})?\.html?$")
 _DOC_SKIP = re.compile(r"^(?:copyright|changelog\.debian|news\.debian|buildinfo)|\.(?:gz\.asc|sig)$", re.I)
 
 
@@ -99,8 +100,9 @@ def accepts(spec: CorpusSpec, path: str, *, executable: bool = False, head: byte
         return name.endswith((".dict.dz", ".dict"))
     if spec.extract == "doc":
         return bool(_DOC_NAMES.search(name)) and not _DOC_SKIP.search(name)
-    if spec.extract == "html":
-        return name.endswith((".html", ".htm"))
+    if spec.extract == "html":  # "ch01.de.html" / "ch01.zh-cn.html" name their language
+        m = _HTML_LANG.search(name)
+        return name.endswith((".html", ".htm")) and (m is None or m.group(1) == spec.language)
     # plain natural-language text (kernel Documentation/): reStructuredText and text files
     return name.endswith((".rst", ".txt")) and ("/documentation/" in low or spec.language != "en")
 

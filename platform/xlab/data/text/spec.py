@@ -118,7 +118,8 @@ _NL = [
     _nl("doc-en", "en", ["/usr/share/doc"], ["(every installed package)"],
         "per package (see the file's copyright)", "doc", max_collection_share=0.1,
         description="READMEs, NEWS, upstream change logs and text/HTML docs of installed packages."),
-    _nl("info-en", "en", ["/usr/share/info"], ["coreutils", "gcc-doc", "make-doc", "emacs-common"],
+    _nl("info-en", "en", ["/usr/share/info"],
+        ["coreutils", "findutils", "diffutils", "grep", "sed", "gzip", "texinfo", "bash-doc", "gnupg"],
         "GFDL-1.3+ (most GNU manuals)", "info", description="GNU info manuals as text."),
     _nl("gcide-en", "en", ["/usr/share/dictd/gcide.dict.dz", "/usr/share/dictd/gcide.dict"], ["dict-gcide"],
         "GPL-3.0+ (GCIDE, from Webster's 1913)", "dictd",
@@ -134,6 +135,12 @@ for _lang, _pkg in _MAN_LANGS.items():
         ["/usr/share/man/zh_CN", "/usr/share/man/zh_TW"] if _lang == "zh" else [])
     _NL.append(_nl(f"man-{_lang}", _lang, _dirs, ["man-db", "groff-base", _pkg], "GPL-2.0+ (translations)",
                    "man", description=f"Translated manual pages ({_lang}) rendered with groff."))
+_DEBREF_LANGS = {"en": "debian-reference-en", "de": "debian-reference-de", "fr": "debian-reference-fr",
+                  "es": "debian-reference-es", "it": "debian-reference-it", "ja": "debian-reference-ja",
+                  "pt": "debian-reference-pt", "zh": "debian-reference-zh-cn"}
+for _lang, _pkg in _DEBREF_LANGS.items():
+    _NL.append(_nl(f"debref-{_lang}", _lang, ["/usr/share/debian-reference"], [_pkg], "GPL-2.0+", "html",
+                   description=f"The Debian Reference ({_lang}), HTML chapters as text."))
 _GETTEXT_LANGS = ("de", "fr", "es", "ja", "zh", "ru", "pt", "it")
 for _lang in _GETTEXT_LANGS:
     _dirs = [f"/usr/share/locale/{_lang}/LC_MESSAGES", f"/usr/share/locale/{_lang}_*/LC_MESSAGES",
