@@ -51,6 +51,14 @@ def test_tree_sitter_depths_counted_by_hand(language, source, depth):
     assert ast_depth(source, language) == depth
 
 
+def test_haskell_literate_and_tabs_parse_like_plain_code():
+    plain = "module M where\nf x = x + 1\n"
+    assert ast_depth(plain, "haskell") == 6
+    assert ast_depth("Prose first.\n\n> module M where\n> f x = x + 1\n", "haskell") == 6
+    assert ast_depth("Prose.\n\\begin{code}\nmodule M where\nf x = x + 1\n\\end{code}\n", "haskell") == 6
+    assert ast_depth("module M (\n\tf\n  ) where\nf x = x\n", "haskell") is not None  # tab = 8 columns
+
+
 @pytest.mark.parametrize(("language", "source"), [
     ("python", "def f(:\n"), ("c", "int main( {"), ("java", "class { }}"), ("go", "func ( {"),
     ("haskell", "f x = = ="),

@@ -4,7 +4,7 @@ Depth is the number of edges from the root (Python's ``Module``) to the deepest 
 are parsed with :mod:`ast` and walked through ``ast.iter_child_nodes`` (so expression contexts such
 as ``Load`` count as nodes, as in the study); other languages use the tree-sitter grammars installed
 as wheels, walking *named* nodes only (anonymous nodes are punctuation and keywords, which ``ast``
-has no nodes for). A file that does not parse (a syntax error, or any tree-sitter ERROR/MISSING
+has no nodes for). Literate Haskell is reduced to its code and tabs are expanded (8 columns) first. A file that does not parse (a syntax error, or any tree-sitter ERROR/MISSING
 node) has no depth: ``None``. Every file is measured on its own; nothing carries over from the
 previous file (the authors' filter reused the last depth after a parse failure; we do not).
 
@@ -98,10 +98,30 @@ def ast_depth(source: str, language: str) -> int | None:
             return None
     if language not in _GRAMMARS:
         raise ValueError(f"no parser for {language!r}; known: {', '.join(LANGUAGES)}")
+    if language == "haskell":
+        source = _haskell_source(source)
     tree = _parser(language).parse(source.encode("utf-8", errors="replace"))
     if tree.root_node.has_error:
         return None
     return _ts_depth(tree.root_node)
+
+
+def _haskell_source(source: str) -> str:
+    """Haskell as the grammar expects it: literate files (bird tracks or ``\\begin{code}``) reduced to
+    their code, and tabs expanded to multiples of 8 columns as the Haskell report's layout rule says."""
+    lines = source.split("\n")
+    if any(ln.startswith(">") for ln in lines) and not any(ln.startswith("module ") for ln in lines):
+        lines = [ln[2:] if ln.startswith("> ") else ln[1:] if ln.startswith(">") else "" for ln in lines]
+    elif "\\begin{code}" in source:
+        out, inside = [], False
+        for ln in lines:
+            if ln.strip().startswith(("\\begin{code}", "\\end{code}")):
+                inside = ln.strip().startswith("\\begin{code}")
+                out.append("")
+            else:
+                out.append(ln if inside else "")
+        lines = out
+    return "\n".join(ln.expandtabs(8) for ln in lines)
 
 
 def depth_bucket(depth: int | None) -> str | None:
