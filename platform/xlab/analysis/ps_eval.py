@@ -159,9 +159,21 @@ def balance_pairs(pairs: Sequence[PSPair], seed: int = 0) -> list[PSPair]:
 
 @torch.no_grad()
 def ps_activations(
-    model: Any, tok: Any, pairs: Sequence[PSPair], points: Sequence[str], *, batch_size: int = 16
+    model: Any,
+    tok: Any,
+    pairs: Sequence[PSPair],
+    points: Sequence[str],
+    *,
+    batch_size: int = 16,
+    occurrence: str = "last",
 ) -> dict[str, Tensor]:
-    """Activations at ``points`` on the last target token of both prompts: ``{point: [n_pairs, 2, d]}``."""
+    """Activations at ``points`` on the target token of both prompts: ``{point: [n_pairs, 2, d]}``.
+
+    ``occurrence="last"`` (PS-Eval): the last occurrence, the one in the template "The {word} means";
+    ``"context"``: the last occurrence inside the context sentence itself (a diagnostic).
+    """
+    if occurrence not in ("last", "context"):
+        raise XlabError(f"occurrence must be 'last' or 'context', got {occurrence!r}")
     prompts, targets = [], []
     for i, p in enumerate(pairs):
         for ctx in (p.context_1, p.context_2):
@@ -187,7 +199,8 @@ def ps_activations(
             for r, (x, t) in enumerate(zip(chunk, tchunk, strict=True)):
                 ids[r, : len(x)] = torch.tensor(x)
                 mask[r, : len(x)] = 1
-                pos.append(max(i for i, v in enumerate(x) if v == t))
+                hits = [i for i, v in enumerate(x) if v == t]
+                pos.append(hits[-1] if occurrence == "last" else hits[-2])
             rows, cols = torch.arange(len(chunk)), torch.tensor(pos)
             with capture(model, points) as acts:
                 acts.forward(ids.to(device), attention_mask=mask.to(device))

@@ -14,7 +14,7 @@ loss (TopK, Gao et al. 2024).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -222,3 +222,58 @@ def describe(cfg: SAETrainConfig) -> dict[str, Any]:
         "expansion": cfg.expansion,
         "k": cfg.k if cfg.activation == "topk" else None,
     }
+
+
+@torch.no_grad()
+def token_activations(
+    model: Any,
+    tok: Any,
+    texts: Sequence[str],
+    points: Sequence[str],
+    *,
+    max_tokens: int,
+    block_size: int = 128,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Tensor]:
+    """SAE training data: activations at ``points`` on every real token of ``texts`` (``{point: [n, d]}``).
+
+    Texts are truncated to ``block_size`` tokens and read until ``max_tokens`` tokens are collected. The
+    first position of each text is skipped: it acts as an attention sink with an outsized norm.
+    """
+    from xlab.analysis.hooks import capture
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: dict[str, list[Tensor]] = {p: [] for p in points}
+    total = 0
+    try:
+        for b in range(0, len(texts), batch_size):
+            enc = [
+                tok(t, add_special_tokens=False)["input_ids"][:block_size] for t in texts[b : b + batch_size]
+            ]
+            enc = [e for e in enc if len(e) > 1]
+            if not enc:
+                continue
+            width = max(len(e) for e in enc)
+            ids = torch.zeros(len(enc), width, dtype=torch.long)
+            mask = torch.zeros(len(enc), width, dtype=torch.long)
+            for r, e in enumerate(enc):
+                ids[r, : len(e)] = torch.tensor(e)
+                mask[r, : len(e)] = 1
+            keep = mask.bool()
+            keep[:, 0] = False
+            with capture(model, points) as acts:
+                acts.forward(ids.to(device), attention_mask=mask.to(device))
+            for p in points:
+                out[p].append(acts[p][0][keep].float())
+            total += int(keep.sum())
+            if progress is not None:
+                progress(total)
+            if total >= max_tokens:
+                break
+    finally:
+        model.train(was_training)
+    check(total > 0, "texts", "no text gave any token activations")
+    return {p: torch.cat(v)[:max_tokens] for p, v in out.items()}

@@ -142,14 +142,15 @@ def english_corpus(max_chars: int = 400_000, *, seed: int = 0, inventory_repeats
     rng = random.Random(seed)
     texts = [ex.sentence for ex in load_inventory()] * inventory_repeats
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in stdlib.glob("*.py"))
-    prose = [p for f in files for d in _docstrings(f) for p in _prose(d)]
-    rng.shuffle(prose)
+    files = sorted(stdlib.glob("*.py"))
+    rng.shuffle(files)
     budget = max_chars - sum(len(t) for t in texts)
-    for p in prose:
+    # Parse files in a seeded order only until the budget is filled (the whole stdlib takes seconds).
+    for f in files:
         if budget <= 0:
             break
-        texts.append(p)
-        budget -= len(p)
+        for para in (p for d in _docstrings(f) for p in _prose(d)):
+            texts.append(para)
+            budget -= len(para)
     rng.shuffle(texts)
     return texts

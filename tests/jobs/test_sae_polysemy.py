@@ -1,0 +1,145 @@
+"""The SAE polysemy job: pipeline pieces on a tiny model (fast), and the smoke preset end to end through
+Ray Tune and MLflow (slow)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+
+from jobs import sae_polysemy as job
+from xlab.config import apply_overrides
+from xlab.errors import XlabError
+
+
+@pytest.fixture(scope="module")
+def tiny_subject():
+    torch.set_num_threads(1)
+    sub = dataclasses.replace(
+        job.PRESETS["smoke"].subject, steps=30, corpus_chars=40_000, vocab_size=1024, n_layer=2
+    )
+    return job.subject_model(sub, seed=0, log=lambda *_: None)
+
+
+def test_pipeline_pieces_on_a_tiny_subject(tiny_subject, mlflow_uri):
+    model, tok, texts = tiny_subject
+    data = job.DataConfig(max_pairs=40, act_tokens=3000, act_block=48)
+    pairs, counts = job.ps_pairs(data, tok, seed=0)
+    assert counts["pairs_used"] == len(pairs) <= 40 and counts["pairs_dropped_multi_token"] >= 0
+    assert sum(p.label for p in pairs) * 2 == len(pairs)
+    points = ["resid.1", "attn.1", "mlp.0"]
+    cache = job.cache_activations(model, tok, texts, pairs, points, data)
+    d = model.config.n_embd
+    for p in points:
+        assert cache[p]["train"].shape == (3000, d)
+        assert cache[p]["ps"].shape == (len(pairs), 2, d)
+    dense = pd.DataFrame(job.dense_baseline(cache))
+    assert set(dense.module) == {"resid", "attn", "mlp"} and dense.f1.between(0, 1).all()
+
+    # one trial, run directly (no Tune): trains an SAE on the cached activations and logs to MLflow
+    cfg = apply_overrides(
+        job.PRESETS["smoke"],
+        {
+            "sae.activation": "topk",
+            "sae.k": 8,
+            "sae.expansion": 4,
+            "sae.steps": 60,
+            "target.layer": -1,
+            "target.module": "attn",
+        },
+    )
+    trial = job.make_trial(cache, n_layers=2)
+    with mlflow.start_run() as run:
+        out = trial(cfg)
+    assert 0 <= out["ps_accuracy"] <= 1 and 0 <= out["ps_f1"] <= 1
+    assert out["l0"] <= 8 and out["explained_variance"] <= 1 and out["layer_index"] == 1
+    logged = mlflow.get_run(run.info.run_id).data.metrics
+    assert logged["ps_f1"] == pytest.approx(out["ps_f1"]) and "train/recon" in logged
+
+    # the summary plots from a small table
+    table = pd.DataFrame(
+        [
+            {
+                "activation": a,
+                "expansion": 4,
+                "layer": 1,
+                "module": m,
+                "mse": 0.1 * i,
+                "l0": 4.0 + i,
+                "explained_variance": 0.9,
+                "dead_frac": 0.0,
+                "ps_f1": 0.5,
+                "ps_accuracy": 0.5,
+            }
+            for i, (a, m) in enumerate([("relu", "resid"), ("topk", "attn"), ("jumprelu", "mlp")])
+        ]
+    )
+    figs = job.summary_plots(table, dense)
+    assert set(figs) == {"ps_eval_vs_mse_l0.png", "ps_eval_by_layer_module.png"}
+
+
+def test_bad_config_values():
+    with pytest.raises(XlabError, match="target.module"):
+        apply_overrides(job.PRESETS["smoke"], {"target.module": "embed"})
+    with pytest.raises(XlabError, match="sae.activation"):
+        apply_overrides(job.PRESETS["smoke"], {"sae.activation": "gelu"})
+    with pytest.raises(XlabError, match="subject.arch"):
+        apply_overrides(job.PRESETS["smoke"], {"subject.arch": "t5"})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_smoke_preset_end_to_end(ray_local, mlflow_uri):
+    cfg = job.PRESETS["smoke"]
+    out = job.main(cfg)
+    parent = mlflow.get_run(out["run_id"])
+    assert parent.info.status == "FINISHED"
+    children = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        output_format="list",
+    )
+    n = (
+        len(cfg.sweep.activations)
+        * len(cfg.sweep.expansions)
+        * len(cfg.sweep.layers)
+        * len(cfg.sweep.modules)
+    )
+    assert len(children) == n and all(c.info.status == "FINISHED" for c in children)
+    for c in children:
+        m = c.data.metrics
+        assert {
+            "mse",
+            "l0",
+            "explained_variance",
+            "dead_frac",
+            "ps_accuracy",
+            "ps_precision",
+            "ps_recall",
+            "ps_specificity",
+            "ps_f1",
+            "ps_cos_same",
+        } <= set(m)
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {
+        "ps_eval_table.json",
+        "dense_baseline.json",
+        "ps_eval_vs_mse_l0.png",
+        "ps_eval_by_layer_module.png",
+        "subject_model",
+    } <= arts
+    table = out["table"]
+    assert len(table) == n
+    # SAEs learn: every variant explains most of the variance of its activations
+    assert table.explained_variance.min() > 0.5
+    # TopK keeps exactly k features at most
+    assert table[table.activation == "topk"].l0.max() <= cfg.sae.k + 1e-6
+    # the logged model reloads through the hook layer
+    from xlab.analysis.hooks import module_map
+    from xlab.lm import load_causal_lm
+
+    model, _ = load_causal_lm(f"runs:/{parent.info.run_id}/subject_model")
+    assert module_map(model).n_layers == cfg.subject.n_layer
