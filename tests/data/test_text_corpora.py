@@ -292,3 +292,20 @@ def test_registry_covers_the_issue():
     assert debian_packages(["java", "go", "java"]) == ["golang-1.19-src", "openjdk-17-source"]
     assert apt_command(["rust"]) == "apt-get install -y --no-install-recommends rust-src"
     assert "(every" not in " ".join(debian_packages(CORPORA))
+
+
+# ---------------------------------------------------------------- the real smoke corpora of this machine
+
+@pytest.mark.slow
+def test_smoke_corpora_build_from_this_machine(tmp_path):
+    from xlab.data.text.debian import available
+
+    for name in SMOKE_CORPORA:
+        if not available(name):
+            pytest.skip(f"{name} sources are not installed here")
+        path = build_corpus(name, tmp_path, max_bytes=300_000, progress=False)
+        card = corpus_card(path)
+        assert card["budget_reached"] and 300_000 - 3 <= card["bytes"] <= 300_000
+        assert card["licences"] and all(c["licence"] for c in card["collections"])
+        dd = load_corpus(path)
+        assert len(dd["test"]) >= 1 and len(dd["train"]) > len(dd["test"])
