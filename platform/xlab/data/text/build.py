@@ -144,8 +144,9 @@ def build_corpus(
     show = _Progress(name, max_bytes, progress)
     n_workers = workers or min(4, os.cpu_count() or 1)
     start = 0
+    full = False
     with ThreadPoolExecutor(n_workers) as pool:
-        while total < max_bytes and start < len(order):
+        while not full and start < len(order):
             yield_ratio = total / raw_read if raw_read and total else 1.0
             raw_budget = min(64e6, max(256e3, 1.3 * (max_bytes - total) / max(yield_ratio, 0.05)))
             batch, start = _batches(order, start, raw_budget)
@@ -187,7 +188,8 @@ def build_corpus(
                         if not dedup.add(text):
                             continue
                         nbytes = len(text.encode("utf-8"))
-                        if total + nbytes > max_bytes:
+                        if total + nbytes >= max_bytes:  # the budget is full after this document
+                            full = True
                             text = _cut(text, max_bytes - total)
                             nbytes = len(text.encode("utf-8"))
                         st["docs"] += 1
@@ -200,12 +202,12 @@ def build_corpus(
                         else:
                             langs[spec.language] += 1
                         total += nbytes
-                        if total >= max_bytes:
+                        if full:
                             break
                     show(total, len(texts), files_read)
-                    if total >= max_bytes:
+                    if full:
                         break
-                if total >= max_bytes:
+                if full:
                     break
     show(total, len(texts), files_read, force=True)
     if not texts:
@@ -220,7 +222,7 @@ def build_corpus(
         "debian_packages": list(spec.packages), "extract": spec.extract,
         "renderer": ("groff" if _GROFF else "python-roff") if spec.extract == "man" else None,
         "docs": n, "bytes": total, "approx_tokens": int(total / BYTES_PER_TOKEN),
-        "budget_reached": total >= max_bytes,
+        "budget_reached": full,
         "splits": {s: {"docs": len(texts[sl]), "bytes": sum(len(t.encode("utf-8")) for t in texts[sl])}
                    for s, sl in split_rows.items()},
         "languages": dict(langs.most_common()),
