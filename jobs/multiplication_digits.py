@@ -1,0 +1,247 @@
+"""Multiplication digits: first- vs last-digit confidence of n x m products, with Monte-Carlo dropout.
+
+Study: *Language Models Do Hard Arithmetic Tasks Easily and Hardly Do Easy Arithmetic Tasks*
+(Gambardella, Iwasawa, Matsuo, ACL 2024). For ``"{a} * {b} = "`` with n, m in 1..5 digits it measures
+p(first digit | prompt), the last digit's probability after the model's own greedy higher digits
+(unconditioned) and after the gold higher digits (conditioned), the accuracy of each, and their
+Monte-Carlo dropout mean and spread (:mod:`xlab.analysis.digits`).
+
+The subject model is a GPT-2 trained here on ``"a * b = c"`` lines (digit-level tokenizer by default;
+``subject.tokenizer bpe`` trains a byte-level BPE that merges digit runs), or any HF causal LM given
+with ``--model`` (a save_pretrained directory or an MLflow URI). Evaluation runs as Ray tasks, one per
+group of (n, m) cells, each loading the model by URI. The MLflow run gets per-(n, m) heatmaps
+(confidence, accuracy, MC dropout), the per-cell table and per-problem records, and summary metrics
+for the largest cell.
+
+    xlab run multiplication_digits --preset smoke
+    xlab run multiplication_digits --preset paper                        # GPU cluster
+    xlab run multiplication_digits --model models:/arith-gpt2/1 --eval.mc_passes 100
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Literal
+
+from xlab.config import JobConfig, check
+
+
+@dataclasses.dataclass
+class DataConfig:
+    max_digits: int = 5
+    """Operands have 1..max_digits digits (spec: 5)."""
+    eval_per_cell: int = 100
+    """Evaluation problems per (n, m) cell (never seen in training)."""
+
+
+@dataclasses.dataclass
+class SubjectConfig:
+    """The model trained here when --model is not given."""
+
+    arch: str = "gpt2"
+    size: str = "smoke"
+    """xlab.lm size preset."""
+    tokenizer: Literal["digit", "bpe"] = "digit"
+    """digit: one token per character; bpe: byte-level BPE trained on the arithmetic text (merges digits)."""
+    bpe_vocab: int = 512
+    dropout: float = 0.1
+    """Dropout during training (MC dropout at inference uses eval.mc_p)."""
+    n_ctx: int = 48
+    steps: int = 20_000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    train_problems: int = 500_000
+    """Size of the training pool (uniform over (n, m) cells, evaluation problems excluded)."""
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    mc_passes: int = 50
+    """Monte-Carlo dropout passes (spec: 30-100; 0 = off)."""
+    mc_p: float = 0.1
+    """Dropout probability at inference."""
+    tasks: int = 2
+    """Ray tasks the (n, m) cells are spread over."""
+    cpus_per_task: float = 1.0
+
+    def __post_init__(self) -> None:
+        check(self.mc_passes >= 0, "eval.mc_passes", f"must be >= 0, got {self.mc_passes}")
+        check(0.0 <= self.mc_p < 1.0, "eval.mc_p", f"must be in [0, 1), got {self.mc_p}")
+        check(self.tasks >= 1, "eval.tasks", f"must be >= 1, got {self.tasks}")
+
+
+@dataclasses.dataclass
+class Config(JobConfig):
+    torch_threads: int = 1
+    """Torch intra-op threads per process (1: tiny models gain nothing from more, and on a busy small
+    machine spin-waiting threads make them 10-100x slower; 0 = torch's default)."""
+    model: str | None = None
+    """Any HF causal LM to analyse (save_pretrained dir, models:/..., runs:/...); default: train one here."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    subject: SubjectConfig = dataclasses.field(default_factory=SubjectConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check(1 <= self.data.max_digits <= 9, "data.max_digits", f"must be in 1..9, got {self.data.max_digits}")
+        check(self.data.eval_per_cell >= 1, "data.eval_per_cell", f"must be >= 1, got {self.data.eval_per_cell}")
+        check(self.subject.steps >= 1, "subject.steps", f"must be >= 1, got {self.subject.steps}")
+        need = 4 * self.data.max_digits + 8  # "a * b = " + product + EOS
+        check(self.subject.n_ctx >= need, "subject.n_ctx", f"must be >= {need} for {self.data.max_digits}-digit operands")
+
+
+PRESETS = {
+    # 2 CPU cores, a few minutes: a 2-layer GPT-2 (width 64) on 1..5-digit products, 12 problems per
+    # cell, 20 MC dropout passes.
+    "smoke": Config(
+        data=DataConfig(eval_per_cell=12),
+        subject=SubjectConfig(size="tiny", steps=2000, batch_size=32, lr=3e-3, warmup_steps=50,
+                              train_problems=100_000, n_ctx=32),
+        eval=EvalConfig(mc_passes=20),
+    ),
+    # GPU cluster: GPT-2 small on 5M lines, 100 problems per cell, 100 MC passes.
+    "paper": Config(
+        subject=SubjectConfig(size="gpt2-small", steps=100_000, batch_size=256, lr=3e-4, warmup_steps=2000,
+                              train_problems=5_000_000),
+        eval=EvalConfig(mc_passes=100, tasks=8),
+        torch_threads=0,
+    ),
+}
+KEY_METRICS = ["largest/first_conf", "largest/last_uncond_conf", "largest/last_cond_conf", "first_minus_last_conf"]
+
+
+def _log(msg: str) -> None:
+    print(f"[multiplication_digits {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def train_subject(cfg: Config, exclude, tracker=None):
+    """A causal LM trained on ``"a * b = c"`` (loss on the product digits and EOS)."""
+    import torch
+
+    from xlab.data.arithmetic import digit_tokenizer, training_problems
+    from xlab.lm import LMTrainConfig, build_causal_lm, train_bpe, train_on_pairs
+
+    s = cfg.subject
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    problems = training_problems(cfg.data.max_digits, s.train_problems, seed=cfg.seed, exclude=exclude)
+    if s.tokenizer == "digit":
+        tok = digit_tokenizer()
+    else:
+        tok = train_bpe((p.text for p in problems[:50_000]), s.bpe_vocab)
+    ids = dict(eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(cfg.seed)
+    model = build_causal_lm(s.arch, s.size, vocab_size=len(tok), n_ctx=s.n_ctx, dropout=s.dropout, seed=cfg.seed, **ids)
+    lcfg = LMTrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
+                         weight_decay=0.0, block_size=s.n_ctx, log_every=max(s.steps // 25, 1), seed=cfg.seed)
+
+    def log_fn(step: int, m: dict) -> None:
+        if step % max(s.steps // 10, 1) == 0 or step == s.steps:
+            _log(f"training: step {step}/{s.steps} loss {m['train/loss']:.3f}")
+        if tracker is not None:
+            tracker.log_metrics({f"subject/{k.split('/')[-1]}": v for k, v in m.items()}, step=step)
+
+    history = train_on_pairs(model, tok, [(p.prompt, p.answer) for p in problems], lcfg, log_fn=log_fn)
+    model.eval()
+    return model, tok, history
+
+
+def evaluate_cells(model_ref: str, problems: list, mc_passes: int, mc_p: float, seed: int,
+                   threads: int = 1) -> list[dict]:
+    """Load the model by reference and evaluate ``problems`` (one Ray task runs this)."""
+    import torch
+
+    from xlab.analysis.digits import evaluate_digits
+    from xlab.lm import load_causal_lm
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model, tok = load_causal_lm(model_ref)
+    return evaluate_digits(model, tok, problems, mc_passes=mc_passes, mc_p=mc_p)
+
+
+def summary_metrics(table, max_digits: int) -> dict[str, float]:
+    """Means over all cells, the largest cell, and the study's two contrasts.
+
+    ``first_minus_last_conf``: first-digit minus unconditioned last-digit confidence on the cells
+    with n + m >= 2 * max_digits - 2 (the larger problems: 8 for 5-digit operands); ``cond_gain_largest``: conditioned minus
+    unconditioned last-digit confidence on the largest cell.
+    """
+    cols = [c for c in table.columns if c.endswith(("_conf", "_correct", "_mc_mean", "_mc_std"))]
+    out = {f"all/{c}": float(table[c].mean()) for c in cols}
+    largest = table[(table.n == max_digits) & (table.m == max_digits)]
+    out.update({f"largest/{c}": float(largest[c].mean()) for c in cols})
+    big = table[table.n + table.m >= max(2, 2 * max_digits - 2)]
+    out["first_minus_last_conf"] = float((big.first_conf - big.last_uncond_conf).mean())
+    out["first_minus_last_acc"] = float((big.first_correct - big.last_uncond_correct).mean())
+    out["cond_gain_largest"] = out["largest/last_cond_conf"] - out["largest/last_uncond_conf"]
+    out["cond_gain_big"] = float((big.last_cond_conf - big.last_uncond_conf).mean())
+    return out
+
+
+def main(cfg: Config) -> dict:
+    import tempfile
+
+    import mlflow
+    import ray
+
+    from xlab.analysis.digits import cell_table, heatmaps
+    from xlab.data.arithmetic import make_problems
+    from xlab.lm import save_causal_lm
+    from xlab.session import job_session
+    from xlab.track import Tracker
+
+    with job_session("multiplication_digits", cfg) as parent:
+        tracker = Tracker()
+        digits = range(1, cfg.data.max_digits + 1)
+        problems = make_problems(digits, digits, cfg.data.eval_per_cell, seed=cfg.seed)
+        if cfg.model:
+            ref = cfg.model
+            _log(f"analysing {ref}")
+        else:
+            model, tok, _ = train_subject(cfg, problems, tracker)
+            with tempfile.TemporaryDirectory() as d:
+                save_causal_lm(model, tok, f"{d}/subject_model")
+                mlflow.log_artifacts(f"{d}/subject_model", "subject_model")
+            ref = f"runs:/{parent.info.run_id}/subject_model"
+        tracker.log_params({"subject_ref": ref})
+        # Spread the cells over Ray tasks (whole cells per task, interleaved so sizes balance).
+        cells = sorted({(p.n, p.m) for p in problems})
+        groups = [cells[i::cfg.eval.tasks] for i in range(min(cfg.eval.tasks, len(cells)))]
+        remote = ray.remote(num_cpus=cfg.eval.cpus_per_task)(evaluate_cells)
+        futures = [remote.remote(ref, [p for p in problems if (p.n, p.m) in set(g)], cfg.eval.mc_passes,
+                                 cfg.eval.mc_p, cfg.seed + i, cfg.torch_threads) for i, g in enumerate(groups)]
+        _log(f"evaluating {len(problems)} problems in {len(futures)} Ray tasks ({cfg.eval.mc_passes} MC passes)")
+        records = [r for chunk in ray.get(futures) for r in chunk]
+        table = cell_table(records)
+        metrics = summary_metrics(table, cfg.data.max_digits)
+        tracker.log_metrics(metrics)
+        for r in table.itertuples():
+            tracker.log_metrics({f"cell/{r.n}x{r.m}/{k}": getattr(r, k) for k in
+                                 ("first_conf", "last_uncond_conf", "last_cond_conf")})
+        tracker.log_dict(table.to_dict(orient="records"), "cells.json")
+        tracker.log_dict(records, "records.json")
+        title = f"{ref}"
+        tracker.log_figure(heatmaps(table, ["first_conf", "last_uncond_conf", "last_cond_conf"], title),
+                           "heatmap_confidence.png")
+        tracker.log_figure(heatmaps(table, ["first_correct", "last_uncond_correct", "last_cond_correct"], title),
+                           "heatmap_accuracy.png")
+        if cfg.eval.mc_passes > 0:
+            tracker.log_figure(heatmaps(table, [f"{m}_mc_{s}" for s in ("mean", "std")
+                                                for m in ("first", "last_uncond", "last_cond")], title),
+                               "heatmap_mc_dropout.png")
+        cols = ["n", "m", "first_conf", "last_uncond_conf", "last_cond_conf", "first_correct",
+                "last_uncond_correct", "last_cond_correct"]
+        print(table[cols].round(3).to_string(index=False))
+        _log("largest cell: first {:.3f}, last uncond {:.3f}, last cond {:.3f}; first-last (big cells) {:+.3f}".format(
+            metrics["largest/first_conf"], metrics["largest/last_uncond_conf"], metrics["largest/last_cond_conf"],
+            metrics["first_minus_last_conf"]))
+        return {"table": table, "metrics": metrics, "run_id": parent.info.run_id, "model": ref}
+
+
+if __name__ == "__main__":
+    from xlab.cli import job_entry
+
+    job_entry("multiplication_digits")

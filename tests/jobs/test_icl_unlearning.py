@@ -1,0 +1,84 @@
+"""The in-context unlearning job: config checks, the pieces on a tiny set-up, and the smoke study end to end."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+
+from jobs import icl_unlearning as job
+from xlab.config import apply_overrides
+from xlab.errors import XlabError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_bad_values_are_clear_errors():
+    base = job.PRESETS["smoke"]
+    with pytest.raises(XlabError, match="data.ood_domain"):
+        apply_overrides(base, {"data.ood_domain": "authors"})
+    with pytest.raises(XlabError, match="data.train_domain"):
+        apply_overrides(base, {"data.train_domain": "planets"})
+    with pytest.raises(XlabError, match="learn.steps"):
+        apply_overrides(base, {"learn.steps": 0})
+    with pytest.raises(XlabError, match="unlearn.methods"):
+        apply_overrides(base, {"unlearn.methods": ["dpo"]})
+
+
+def test_pieces_teach_then_unlearn_one_trial(mlflow_uri, tmp_path):
+    """Teach 3 authors' facts to a tiny GPT-2, then one full fine-tune trial logs before/after metrics."""
+    from xlab.lm import save_causal_lm
+
+    cfg = apply_overrides(job.PRESETS["smoke"], {
+        "data.n_subjects": 3, "data.ood_subjects": 2, "data.qa_per_subject": 3, "learn.steps": 40,
+        "unlearn.epochs": 1.0, "unlearn.lens_examples": 4, "model.vocab_size": 300,
+    })
+    train_rows, ood_rows, splits = job.make_data(cfg)
+    assert len(train_rows) == 9 and len(ood_rows) == 6
+    assert len(splits.train) == 2 * 7 and len(splits.test_in) == 2 * 2 and len(splits.test_ood) == 12
+    model, tok, history = job.teach_facts(cfg, train_rows + ood_rows)
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    save_causal_lm(model, tok, tmp_path / "subject")
+    tcfg = apply_overrides(cfg, {"unlearn.base_model": str(tmp_path / "subject"), "unlearn.method": "full"})
+    with mlflow.start_run() as run:
+        out = job.trial(tcfg)
+    assert set(out) >= {"after_in_forget_acc", "after_in_retain_acc", "after_ood_forget_acc", "after_ood_retain_acc"}
+    logged = mlflow.get_run(run.info.run_id)
+    m = logged.data.metrics
+    for key in ("before/in/forget_acc", "before/ood/retain_acc", "after/train/forget_acc", "steps"):
+        assert key in m
+    assert m["steps"] == round(1.0 * 14 / 4)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"logit_lens.png", "logit_lens.json", "samples.json"} <= artifacts
+    table = job.results_table([logged])
+    assert {(r["stage"], r["split"]) for r in table} == {("before", "in"), ("before", "ood"), ("after", "in"),
+                                                          ("after", "ood")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_smoke_study_lora_and_full_trials_unlearn(ray_local, mlflow_uri):
+    out = job.main(job.PRESETS["smoke"])
+    parent = mlflow.get_run(out["run_id"])
+    assert parent.info.status == "FINISHED"
+    children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                                  output_format="list")
+    assert {c.data.params["unlearn.method"] for c in children} == {"lora", "full"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    # The subject model learned the facts before unlearning.
+    assert min(out["knowledge"].values()) >= 0.9
+    table = out["table"].set_index(["method", "split", "stage"])
+    for method in ("lora", "full"):
+        before, after = table.loc[(method, "in", "before")], table.loc[(method, "in", "after")]
+        # Unlearning-tuning teaches the model to forget on request (it never says "forgot" before).
+        assert before.forget_acc == 0.0 and after.forget_acc >= 0.5
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {"results.json", "forget_retain.png", "facts.json", "subject_model"} <= artifacts
+    assert "lora/in/forget_acc" in parent.data.metrics
