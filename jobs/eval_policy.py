@@ -300,8 +300,8 @@ def main(cfg: Config) -> dict:
             tracker.set_tags({"xlab.rlds_output": info["path"]})
             print(f"[eval_policy] wrote {info['episodes_read_back']} evaluation episodes as RLDS: {info['path']}")
         shown = table[table.level != "task"] if len(tasks) > 8 else table
-        rprint(shown[["controller", "level", "name", "episodes", "success_rate", "ci_low", "ci_high", "failed",
-                      "retried"]].round(2).to_string(index=False))
+        print(shown[["controller", "level", "name", "episodes", "success_rate", "ci_low", "ci_high", "failed",
+                     "retried"]].round(2).to_string(index=False))
         rprint(f"[eval_policy] {stats.episodes} episodes in {stats.seconds:.0f}s ({stats.steps_per_s:.0f} env steps/s), "
                f"retried {stats.retried_episodes}, failed {stats.failed_episodes}"
                + (f", mean server batch {server_stats['mean_batch']:.1f}" if server_stats else ""))
