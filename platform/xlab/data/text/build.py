@@ -192,6 +192,8 @@ def build_corpus(
                             full = True
                             text = _cut(text, max_bytes - total)
                             nbytes = len(text.encode("utf-8"))
+                            if not text:  # under one character of budget left
+                                break
                         st["docs"] += 1
                         st["bytes"] += nbytes
                         texts.append(text)
