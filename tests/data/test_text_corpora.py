@@ -292,6 +292,9 @@ def test_registry_covers_the_issue():
     assert debian_packages(["java", "go", "java"]) == ["golang-1.19-src", "openjdk-17-source"]
     assert apt_command(["rust"]) == "apt-get install -y --no-install-recommends rust-src"
     assert "(every" not in " ".join(debian_packages(CORPORA))
+    assert debian_packages(["english"]) == debian_packages([n for n, s in CORPORA.items() if s.kind == "nl"
+                                                             and s.language == "en"])
+    assert "groups" in str(pytest.raises(XlabError, get_spec, "klingon").value)
 
 
 # ---------------------------------------------------------------- the real smoke corpora of this machine

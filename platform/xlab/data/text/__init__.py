@@ -16,22 +16,26 @@ from xlab.data.text.load import corpus_card, load_corpus
 from xlab.data.text.spec import (
     CODE_CORPORA,
     CORPORA,
+    CORPUS_GROUPS,
     NL_CORPORA,
     SMOKE_CORPORA,
     CorpusSpec,
     debian_packages,
+    expand_names,
     get_spec,
 )
 
 __all__ = [
     "CODE_CORPORA",
     "CORPORA",
+    "CORPUS_GROUPS",
     "NL_CORPORA",
     "SMOKE_CORPORA",
     "CorpusSpec",
     "build_corpus",
     "corpus_card",
     "debian_packages",
+    "expand_names",
     "get_spec",
     "load_corpus",
 ]

@@ -14,18 +14,19 @@ from pathlib import Path
 
 from xlab.data.text.build import build_corpus
 from xlab.data.text.load import corpus_card
+from xlab.data.text.spec import expand_names
 from xlab.errors import XlabError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m xlab.data.text", description="Build offline corpora.")
-    ap.add_argument("names", nargs="+", help="corpus names (see xlab.data.text.CORPORA)")
+    ap.add_argument("names", nargs="+", help="corpus names (xlab.data.text.CORPORA) or groups (code, english, smoke, ...)")
     ap.add_argument("--root", type=Path, default=Path("data/corpora"))
     ap.add_argument("--max-bytes", type=lambda s: int(float(s.replace("_", ""))), default=10_000_000)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--test-fraction", type=float, default=0.01)
     args = ap.parse_args(argv)
-    for name in args.names:
+    for name in expand_names(args.names):
         try:
             path = build_corpus(name, args.root, max_bytes=args.max_bytes, seed=args.seed,
                                 test_fraction=args.test_fraction)

@@ -2,6 +2,7 @@
 
     python -m xlab.data.text.debian                    # every corpus
     python -m xlab.data.text.debian --corpora java go  # -> apt-get install -y --no-install-recommends golang-1.19-src openjdk-17-source
+    python -m xlab.data.text.debian --corpora code english  # groups: all, code, nl, english, multilingual, smoke
     python -m xlab.data.text.debian --list             # corpus, kind, language, packages, present here?
 
 The Makefile's ``corpora`` target runs the printed command (as root or with sudo).
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from xlab.data.text.sources import expand_roots
-from xlab.data.text.spec import CORPORA, debian_packages, get_spec
+from xlab.data.text.spec import CORPORA, debian_packages, expand_names, get_spec
 from xlab.errors import XlabError
 
 
@@ -32,10 +33,11 @@ def available(name: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m xlab.data.text.debian", description=__doc__.split("\n")[0])
-    ap.add_argument("--corpora", nargs="*", default=None, help="corpus names (default: all)")
+    ap.add_argument("--corpora", nargs="*", default=None,
+                    help="corpus names or groups: all, code, nl, english, multilingual, smoke (default: all)")
     ap.add_argument("--list", action="store_true", help="list corpora with their packages and availability")
     args = ap.parse_args(argv)
-    names = args.corpora if args.corpora else list(CORPORA)
+    names = expand_names(args.corpora) if args.corpora else list(CORPORA)
     try:
         if args.list:
             for n in names:

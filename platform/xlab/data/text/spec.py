@@ -163,18 +163,37 @@ system (~90 MB compressed roff; groff-base and man-db are in the image, and a pu
 reader takes over when groff is missing)."""
 
 
+CORPUS_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": tuple(CORPORA), "code": CODE_CORPORA, "nl": NL_CORPORA, "smoke": SMOKE_CORPORA,
+    "english": tuple(s.name for s in _NL if s.language == "en"),
+    "multilingual": tuple(s.name for s in _NL if s.language != "en"),
+}
+"""Names that stand for several corpora in :func:`expand_names` (and the command lines)."""
+
+
+def expand_names(names: Iterable[str]) -> list[str]:
+    """Corpus names with group names (:data:`CORPUS_GROUPS`) expanded, each once, in order."""
+    out: list[str] = []
+    for n in names:
+        for m in CORPUS_GROUPS.get(n, (n,)):
+            if m not in out:
+                out.append(m)
+    return out
+
+
 def get_spec(name: str) -> CorpusSpec:
     """The spec of corpus ``name``; unknown names are an :class:`XlabError` listing the known ones."""
     if name not in CORPORA:
-        raise XlabError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(CORPORA))}")
+        raise XlabError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(CORPORA))} "
+                        f"(groups: {', '.join(CORPUS_GROUPS)})")
     return CORPORA[name]
 
 
 def debian_packages(names: Iterable[str]) -> list[str]:
-    """Debian packages to ``apt-get install`` for the named corpora (sorted, deduplicated).
+    """Debian packages to ``apt-get install`` for the named corpora or groups (sorted, deduplicated).
 
     Placeholders such as ``(every installed package)`` are left out: those corpora read whatever is
     installed. Unknown corpus names raise :class:`XlabError`.
     """
-    pkgs = {p for n in names for p in get_spec(n).packages if not p.startswith("(")}
+    pkgs = {p for n in expand_names(names) for p in get_spec(n).packages if not p.startswith("(")}
     return sorted(pkgs)
