@@ -20,7 +20,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # git for run provenance; EGL/OSMesa (Mesa) for headless MuJoCo rendering.
 SYSTEM_PACKAGES := git libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 
-.PHONY: demo test test-slow test-all lint bench ui sysdeps venv clean
+.PHONY: demo test test-slow test-all lint bench ui sysdeps venv clean corpora
 
 venv: $(STAMP)
 
@@ -70,6 +70,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rlds_pipeline.py
 	$(BIN)/python benchmarks/policy_train.py
 	$(BIN)/python benchmarks/serving.py
+
+# Offline text corpora for LLM pretraining (xlab.data.text): installs the Debian packages that hold
+# them, then builds each corpus (cached) under data/corpora. Smoke runs need none of this: the
+# `python` and `man-en` corpora exist on a fresh machine.
+CORPORA ?= code english man-de man-fr gettext-de
+CORPUS_BYTES ?= 10e6
+corpora: $(STAMP)
+	@cmd="$$($(BIN)/python -m xlab.data.text.debian --corpora $(CORPORA))"; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -q && $$cmd; else sudo apt-get update -q && sudo $$cmd; fi
+	$(BIN)/python -m xlab.data.text $(CORPORA) --root data/corpora --max-bytes $(CORPUS_BYTES)
 
 ui: $(STAMP)
 	$(BIN)/xlab ui

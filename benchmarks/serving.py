@@ -81,7 +81,8 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
     )
 
     app = f"bench-{n}"
-    start_policy_server(policy_ref, name=app, max_batch_size=n, batch_wait_timeout_s=wait_ms / 1000, num_cpus=0.5)
+    start_policy_server(policy_ref, name=app, max_batch_size=n, batch_wait_timeout_s=wait_ms / 1000, num_cpus=0.5,
+                        threads=1)
     pool = SimulatorPool(n, server_app=app, num_cpus=1.5 / n)
     try:
         run_episodes(pool, make_specs([env_id], n, "policy", max_steps=3))  # warm-up: start-up not timed
@@ -109,17 +110,19 @@ def main() -> None:
     ap.add_argument("--wait-ms", type=float, default=50.0, help="server batch wait timeout")
     args = ap.parse_args()
 
+    import torch
+
     from xlab.policies import build_policy
     from xlab.runtime import init_ray, shutdown_ray
     from xlab.serve import load_any_policy
+
+    torch.set_num_threads(1)  # like the server replica: one thread each, so both sides compute alike
 
     tmp = tempfile.mkdtemp()
     if args.policy:
         policy_ref = args.policy
         policy = load_any_policy(policy_ref)
     else:
-        import torch
-
         torch.manual_seed(0)
         policy = build_policy("rt1x-tiny", image_size=48)
         policy_ref = policy.save_pretrained(f"{tmp}/policy").as_posix()
