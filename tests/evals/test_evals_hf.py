@@ -24,7 +24,7 @@ def tiny():
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=len(hf_tok), n_positions=256, n_embd=32, n_layer=1, n_head=2,
                      bos_token_id=hf_tok.eos_token_id, eos_token_id=hf_tok.eos_token_id)
-    model = GPT2LMHeadModel(cfg)
+    model = GPT2LMHeadModel(cfg).eval()  # eval: the manual forward passes below must not drop out
     return model, hf_tok, fld, babi
 
 
@@ -124,3 +124,15 @@ def test_llama_family_and_saved_model_round_trip(tiny, tmp_path):
                     shots=1, mode="choice")
     assert m["fld/valid_rate"] == 1.0 and m["babi/valid_rate"] == 1.0
     assert {"fld/accuracy", "babi/accuracy", "babi/task1/accuracy", "babi/task19/accuracy"} <= set(m)
+
+
+def test_a_training_model_is_given_back_in_training_mode(tiny):
+    model, tok, _, _ = tiny
+    model.train()
+    gen = HFGenerator(model, tok)
+    gen.generate(["the"], max_new_tokens=2)
+    gen.loglikelihood(["the"], [" x"])
+    assert model.training
+    model.eval()
+    gen.generate(["the"], max_new_tokens=2)
+    assert not model.training

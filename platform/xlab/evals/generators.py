@@ -13,8 +13,9 @@ talks to an OpenAI-compatible HTTP server.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -61,7 +62,9 @@ class HFGenerator:
     def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", batch_size: int = 16):
         if batch_size < 1:
             raise XlabError(f"HFGenerator: batch_size must be >= 1, got {batch_size}")
-        self.model = model.to(device).eval()
+        # A DDP/FSDP wrapper hides the config and the forward signature: talk to the inner model.
+        model = getattr(model, "module", model)
+        self.model = model.to(device)
         self.tokenizer = tokenizer
         self.device = device
         self.batch_size = batch_size
@@ -81,6 +84,9 @@ class HFGenerator:
         # transformers 5.2x renamed ``past_key_values`` to ``cache``; accept models of either era.
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        # Only the last position's logits are needed while generating (the prefill's full logits
+        # would be batch x context x vocabulary floats).
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     @classmethod
     def from_pretrained(cls, path: str, *, device: str = "cpu", batch_size: int = 16) -> HFGenerator:
@@ -96,6 +102,16 @@ class HFGenerator:
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Evaluate without dropout, then give a model that was training back in training mode."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
 
     # -- generation ----------------------------------------------------------------------------------
 
@@ -113,11 +129,12 @@ class HFGenerator:
         encoded = [ids or ([self.bos_id] if self.bos_id is not None else [self.pad_id]) for ids in encoded]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         out: list[str] = [""] * len(prompts)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            texts = self._generate_batch([encoded[i] for i in idx], max_new_tokens, stop)
-            for i, t in zip(idx, texts, strict=True):
-                out[i] = t
+        with self._eval_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                texts = self._generate_batch([encoded[i] for i in idx], max_new_tokens, stop)
+                for i, t in zip(idx, texts, strict=True):
+                    out[i] = t
         return out
 
     def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[str]:
@@ -135,7 +152,7 @@ class HFGenerator:
         step_ids, step_pos, mask = input_ids, position_ids, attention
         for _ in range(max_new_tokens):
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                             use_cache=True, **{self._cache_arg: past})
+                             use_cache=True, **{self._cache_arg: past}, **self._last_logits)
             past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
             nxt = out.logits[:, -1, :].argmax(-1)
             for row in range(len(batch)):
@@ -193,6 +210,11 @@ class HFGenerator:
             seqs.append((ids, len(cont)))
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
         scores = [0.0] * len(seqs)
+        with self._eval_mode():
+            self._score(seqs, order, scores)
+        return scores
+
+    def _score(self, seqs: list[tuple[list[int], int]], order: list[int], scores: list[float]) -> None:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             width = max(len(seqs[i][0]) for i in idx)
@@ -203,10 +225,10 @@ class HFGenerator:
                 ids[row, :len(seq)] = torch.tensor(seq)
                 mask[row, :len(seq)] = 1
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(idx):
                 seq, n_cont = seqs[i]
-                positions = torch.arange(len(seq) - n_cont - 1, len(seq) - 1, device=logprobs.device)
+                # Normalise only the continuation's positions: a full (batch, length, vocab) float32
+                # log-softmax is gigabytes at GPT-2 vocabulary and context 2048.
+                logprobs = torch.log_softmax(logits[row, len(seq) - n_cont - 1:len(seq) - 1].float(), dim=-1)
                 targets = torch.tensor(seq[-n_cont:], device=logprobs.device)
-                scores[i] = float(logprobs[row, positions, targets].sum())
-        return scores
+                scores[i] = float(logprobs.gather(-1, targets[:, None]).sum())
