@@ -24,7 +24,7 @@ identical conditions on each corpus, compared on FLD-style deduction and bAbI-st
     xlab run pretrain_lm --preset cpu            # the spec's tiny CPU protocol (4 corpora, 4x256 GPT-2, ctx 512)
     xlab run pretrain_lm --preset paper          # 13 corpora, GPT-2 124M, ctx 2048, 200M tokens, 3 epochs, GPUs
     xlab run pretrain_lm --preset scale-paper    # GPT-2 774M / Llama 774M / GPT-2 1.5B on python vs fineweb
-    xlab run pretrain_lm --train.resume_from ray_results/.../checkpoint_000003   # continue a run
+    xlab run pretrain_lm --data.corpora python --resume_from ray_results/pretrain-.../checkpoint_000003  # continue
 """
 
 from __future__ import annotations
