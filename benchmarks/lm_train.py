@@ -11,6 +11,8 @@ warm-up + cosine schedule) in the same run:
   own rows (start-up, validation and checkpoints excluded), and the wall time including start-up.
 
 Threads are matched: the in-process loops use ``--threads``; each of N Ray workers uses threads/N.
+Each xlab measurement runs between two bare runs and its ratio is against their mean, so load that
+drifts during the run (a shared machine) hits both sides.
 Generation: greedy ``HFGenerator.generate`` of 8 tokens for 64 prompts; evaluation: 3-shot FLD and
 bAbI items per second (generation mode).
 
@@ -135,18 +137,31 @@ def main() -> None:
           f"{args.steps} steps, {args.threads} threads, device {device}")
 
     figures: dict[str, float] = {}
-    # Alternate bare and xlab twice so machine noise hits both.
-    bare, loop, mfus = [], [], []
-    for _ in range(2):
-        bare.append(bare_loop(spec, blocks, cfg, device, warmup))
+    ratios: dict[str, float] = {}
+
+    def bracketed(name: str, measure) -> float:
+        """``measure()`` between two bare runs: the ratio is against their mean (load drifts on shared machines)."""
+        before = bare_loop(spec, blocks, cfg, device, warmup)
+        value = measure()
+        after = bare_loop(spec, blocks, cfg, device, warmup)
+        figures[f"{name} tokens/s"] = value
+        figures.setdefault("bare PyTorch tokens/s", 0.0)  # first row of the table; set at the end
+        ratios[f"{name} tokens/s"] = value / ((before + after) / 2)
+        bare_runs.extend([before, after])
+        return value
+
+    bare_runs: list[float] = []
+    mfus: list[float] = []
+
+    def in_process() -> float:
         tps, mfu = xlab_loop(spec, blocks, cfg, device)
-        loop.append(tps)
         if mfu is not None:
             mfus.append(mfu)
-    figures["bare PyTorch tokens/s"] = statistics.median(bare)
-    figures["xlab loop (in process) tokens/s"] = statistics.median(loop)
+        return tps
+
+    bracketed("xlab loop (in process)", in_process)
     if mfus:
-        figures["xlab loop MFU"] = statistics.median(mfus)
+        figures["xlab loop MFU"] = mfus[0]
     if not args.skip_ray:
         from xlab.runtime import init_ray
 
@@ -159,15 +174,22 @@ def main() -> None:
                 wcfg = PretrainConfig(**{**cfg.__dict__, "num_workers": workers,
                                          "cpus_per_worker": max(args.threads // workers, 1) * 0.9,
                                          "threads_per_worker": max(args.threads // workers, 1)})
-                tps, wall = ray_loop(spec, train_path, val_path, wcfg)
-                figures[f"ray train {workers}w tokens/s"] = tps
-                figures[f"ray train {workers}w wall s (with start-up)"] = wall
+                walls: list[float] = []
+
+                def on_ray(wcfg=wcfg, walls=walls) -> float:
+                    tps, wall = ray_loop(spec, train_path, val_path, wcfg)
+                    walls.append(wall)
+                    return tps
+
+                bracketed(f"ray train {workers}w", on_ray)
+                figures[f"ray train {workers}w wall s (with start-up)"] = walls[0]
+    figures["bare PyTorch tokens/s"] = statistics.median(bare_runs)
+    ratios["bare PyTorch tokens/s"] = 1.0
     figures.update(generation(spec, 64, device))
 
-    base = figures["bare PyTorch tokens/s"]
-    print(f"\n{'measure':44s} {'value':>12s} {'vs bare':>8s}")
+    print(f"\n{'measure':44s} {'value':>12s} {'vs bare':>8s}  (ratio: against the bare runs just before and after)")
     for k, v in figures.items():
-        ratio = f"{v / base:8.2f}" if k.endswith("tokens/s") and "generate" not in k else ""
+        ratio = f"{ratios[k]:8.2f}" if k in ratios else ""
         print(f"{k:44s} {v:12.4g} {ratio}")
 
 
