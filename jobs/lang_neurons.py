@@ -42,6 +42,8 @@ class DataConfig:
     """auto (gettext catalogs, topped up from wordfreq), gettext or wordfreq (see xlab.data.multilingual)."""
     domains: str = "required"
     """required: catalogs every Debian system has; all: every catalog under /usr/share/locale."""
+    sentences_per_doc: int = 4
+    """Same-language sentences per training document of the platform's subject."""
 
 
 @dataclasses.dataclass
@@ -62,7 +64,7 @@ class SubjectConfig:
 
 @dataclasses.dataclass
 class AnalysisConfig:
-    n_values: tuple[int, ...] = (10, 50, 200)
+    n_values: tuple[int, ...] = (20, 100, 400)
     """Sweep of N (units tampered per language: N/2 top + N/2 bottom)."""
     batch_size: int = 16
     max_length: int = 128
@@ -107,7 +109,7 @@ class Config(JobConfig):
 
 
 PRESETS = {
-    # A tiny GPT-2 (2 layers, width 64: 1,152 units) trained on ~1,200 sentences per language.
+    # A tiny GPT-2 (2 layers, width 64: 1,152 units) trained on 1,200 sentences per language (300 documents).
     "smoke": Config(),
     # The paper: 500 positives / 2,500 negatives, N up to 2,000, 100 generations of 64 tokens; bring a
     # model (--subject.ref, e.g. xglm-564M) or train the "smoke"-size GPT-2 on every catalog.
@@ -134,9 +136,13 @@ def load_sentences(cfg: Config) -> tuple[list[Any], list[str]]:
                               domains=REQUIRED_DOMAINS if d.domains == "required" else None,
                               min_per_language=d.per_language)
     scored, train = [], []
-    for group in group_by_language(sents).values():
+    for lang, group in group_by_language(sents).items():
         scored += group[: d.per_language]
-        train += [s.text for s in group[d.per_language :]]
+        rest = [s.text for s in group[d.per_language :]]
+        # Training documents of a few same-language sentences: the model learns to stay in one language,
+        # so an unconditional sample is one language (as in real pretraining text).
+        joiner = "" if lang in ("zh", "ja") else " "
+        train += [joiner.join(rest[i : i + d.sentences_per_doc]) for i in range(0, len(rest), d.sentences_per_doc)]
     random.Random(cfg.seed).shuffle(train)
     return scored, train
 
@@ -210,6 +216,7 @@ def plots(cfg: Config, layout: Any, selected: dict[int, dict[str, Any]], results
         line = ax.plot([0, *ns], [baseline[lang], *[results[n][lang][lang] for n in ns]], "o-", label=lang)[0]
         ax.axhline(baseline[lang], color=line.get_color(), ls=":", lw=0.7)
     ax.set_xscale("symlog", linthresh=max(1, min(ns)))
+    ax.set_xlim(-0.3, max(ns) * 1.3)
     ax.set_xlabel("N tampered units (0 = none)")
     ax.set_ylabel("share of generations in target language")
     ax.set_ylim(-0.02, 1.02)
@@ -241,6 +248,7 @@ def plots(cfg: Config, layout: Any, selected: dict[int, dict[str, Any]], results
         x = np.arange(layout.n_layers) + j * width
         ax.bar(x, top, width, label=lang)
         ax.bar(x, bottom, width, bottom=top, alpha=0.45, color=ax.patches[-1].get_facecolor())
+    ax.set_xticks(np.arange(layout.n_layers) + 0.4 - width / 2, [str(i) for i in range(layout.n_layers)])
     ax.set_xlabel("layer (solid: top units, light: bottom units)")
     ax.set_ylabel("selected units")
     ax.set_title(f"selected units per layer (N={n_top})")
@@ -274,7 +282,7 @@ def main(cfg: Config) -> dict:
         langs = list(cfg.data.languages)
         scored, train_texts = load_sentences(cfg)
         tracker.log_dict({"scored": provenance(scored), "train_sentences": len(train_texts)}, "data_provenance.json")
-        print(f"[lang_neurons] {len(scored)} scored sentences, {len(train_texts)} training sentences "
+        print(f"[lang_neurons] {len(scored)} scored sentences, {len(train_texts)} training documents "
               f"({time.time() - t0:.0f}s)", flush=True)
         if cfg.subject.ref:
             from xlab.lm import load_causal_lm

@@ -10,7 +10,7 @@ from xlab.config import apply_overrides
 from xlab.errors import XlabError
 
 TINY = {"data.n_eval": 4, "data.n_qa": 6, "data.n_train": 60, "data.n_train_qa": 40, "train.steps": 5,
-        "train.block_size": 128, "subject.n_ctx": 320, "eval.conditions": ["random:1.0", "substitute:1.0"],
+        "train.block_size": 128, "subject.d_model": 0, "eval.conditions": ["random:1.0", "substitute:1.0"],
         "eval.qa_conditions": ["random:0.5"], "eval.shots": [0, 1], "eval.max_new_tokens": 6}
 
 
