@@ -97,3 +97,21 @@ def test_generation_and_language_shares(tiny):
                              ["en", "de", "fr", "es", "zh", "ja"])
     assert shares["de"] == shares["ja"] == shares["en"] == shares["und"] == 0.25
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_other_families_score_and_tamper(tiny, arch):
+    from xlab.lm.models import build_causal_lm
+
+    _, tok = tiny
+    model = build_causal_lm(arch, "tiny", vocab_size=len(tok))
+    layout = unit_layout(model)
+    unembed = "embed_out" if arch == "gpt_neox" else "lm_head"
+    assert unembed not in layout.names and set(layout.layers) == {0, 1}
+    resp = unit_responses(model, tok, ["the cat sat", "der Hund", "猫が好き"], layout)
+    assert resp.shape == (3, layout.n_units)
+    units = select_units(average_precision(resp, np.array([True, False, False])), 4)
+    values = median_responses(resp, units)
+    with intervene(model, tamper_edits(layout, units, values)):
+        after = unit_responses(model, tok, ["le chat est noir"], layout)
+    np.testing.assert_allclose(after[0, units], values, atol=1e-5)

@@ -113,6 +113,11 @@ def unit_responses(
     was_training = model.training
     model.eval()
     pad_side = getattr(tokenizer, "padding_side", "right")
+    if tokenizer.pad_token is None:
+        # GPT-2-style tokenizers ship without a pad token; padded positions are masked out anyway.
+        if tokenizer.eos_token is None:
+            raise XlabError("the tokenizer has neither a pad nor an EOS token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
     try:
         tokenizer.padding_side = "right"
         for start in range(0, len(texts), batch_size):
