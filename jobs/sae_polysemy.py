@@ -47,7 +47,9 @@ class SubjectConfig:
     vocab_size: int = 2048
     corpus_chars: int = 300_000
     """Characters of offline English text to train on."""
-    steps: int = 400
+    inventory_repeats: int = 6
+    """Times the polysemy sentences appear in that text (the model must learn the words' contexts)."""
+    steps: int = 1200
     batch_size: int = 16
     lr: float = 2e-3
     block_size: int = 64
@@ -159,7 +161,7 @@ def subject_model(cfg: SubjectConfig, seed: int, log: Any = print) -> tuple[Any,
     """(model, tokenizer, English texts for SAE activations): loaded, or trained here on offline text."""
     from xlab.data.polysemy import english_corpus
 
-    texts = english_corpus(cfg.corpus_chars, seed=seed)
+    texts = english_corpus(cfg.corpus_chars, seed=seed, inventory_repeats=cfg.inventory_repeats)
     if cfg.model:
         from xlab.lm import load_causal_lm
 
@@ -308,6 +310,8 @@ def summary_plots(table: Any, dense: Any) -> dict[str, Any]:
                     s=20 + 6 * row.expansion**0.5 * 3,
                     alpha=0.8,
                 )
+            # Balanced classes: chance accuracy is 0.5, and always predicting "same sense" gives F1 = 2/3.
+            ax.axhline(0.5 if metric == "ps_accuracy" else 2 / 3, color="k", lw=0.6, ls=":")
             ax.set_xlabel(x.upper() if x == "mse" else "L0")
             ax.set_ylabel(metric.replace("ps_", "PS-Eval "))
             if x == "l0":
@@ -343,13 +347,27 @@ def summary_plots(table: Any, dense: Any) -> dict[str, Any]:
     ax.legend(fontsize=8)
     ax.set_title("Best PS-Eval F1 per layer and module")
     fig2.tight_layout()
-    return {"ps_eval_vs_mse_l0.png": fig, "ps_eval_by_layer_module.png": fig2}
+    figs = {"ps_eval_vs_mse_l0.png": fig, "ps_eval_by_layer_module.png": fig2}
+    if "cos_auc_centered" in dense:
+        fig3, ax = plt.subplots(figsize=(7, 4))
+        for mod in MODULES:
+            sub = dense[dense.module == mod].sort_values("layer")
+            ax.plot(sub.layer, sub.cos_auc_centered, marker="o", color=colors[mod], label=mod)
+        ax.axhline(0.5, color="k", lw=0.6, ls=":")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("ROC AUC (same vs different sense)")
+        ax.set_title("Sense signal in the raw activations (cosine of word-centred activations)")
+        ax.legend(fontsize=8)
+        fig3.tight_layout()
+        figs["sense_signal_by_layer_module.png"] = fig3
+    return figs
 
 
-def dense_baseline(cache: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def dense_baseline(cache: dict[str, dict[str, Any]], words: list[str]) -> list[dict[str, Any]]:
     """Per point, without an SAE: PS-Eval with the raw activation's arg-max dimension as the 'feature',
-    and the ROC AUC of the raw activations' cosine similarity for same- vs different-sense pairs (does
-    the model's activation carry the sense at all? 0.5 = no)."""
+    and the ROC AUC of the two contexts' cosine similarity for same- vs different-sense pairs: on the raw
+    activations and after subtracting each word's mean activation (removes the word's identity). These
+    say whether the model's activation carries the sense at all (0.5 = no)."""
     import torch
     from sklearn.metrics import roc_auc_score
 
@@ -358,19 +376,17 @@ def dense_baseline(cache: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for point, data in cache.items():
         module, layer = point.split(".")
-        a, b = data["ps"][:, 0], data["ps"][:, 1]
-        m, _, _ = ps_from_features(a, b, data["labels"])
-        cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
-        auc = roc_auc_score(data["labels"], cos) if len(set(data["labels"])) == 2 else float("nan")
-        rows.append(
-            {
-                "module": module,
-                "layer": int(layer),
-                "f1": m["f1"],
-                "accuracy": m["accuracy"],
-                "cos_auc": float(auc),
-            }
-        )
+        x, labels = data["ps"], data["labels"]
+        m, _, _ = ps_from_features(x[:, 0], x[:, 1], labels)
+        centered = x.clone()
+        for w in set(words):
+            idx = [i for i, v in enumerate(words) if v == w]
+            centered[idx] -= x[idx].reshape(-1, x.shape[-1]).mean(0)
+        row = {"module": module, "layer": int(layer), "f1": m["f1"], "accuracy": m["accuracy"]}
+        for name, a in (("cos_auc", x), ("cos_auc_centered", centered)):
+            cos = torch.nn.functional.cosine_similarity(a[:, 0], a[:, 1], dim=-1).numpy()
+            row[name] = float(roc_auc_score(labels, cos)) if len(set(labels)) == 2 else float("nan")
+        rows.append(row)
     return rows
 
 
@@ -412,7 +428,7 @@ def main(cfg: Config) -> dict:
         layers = sorted({lay % mm.n_layers for lay in cfg.sweep.layers})
         points = [point_name(m, lay) for lay in layers for m in cfg.sweep.modules]
         cache = cache_activations(model, tok, texts, pairs, points, cfg.data)
-        dense = pd.DataFrame(dense_baseline(cache))
+        dense = pd.DataFrame(dense_baseline(cache, [p.target_word for p in pairs]))
         refs = {p: ray.put(v) for p, v in cache.items()}  # each trial fetches only its point
         space = grid(
             {
@@ -427,7 +443,7 @@ def main(cfg: Config) -> dict:
             cfg,
             space,
             parent_run_id=parent.info.run_id,
-            metric="ps_f1",
+            metric="ps_accuracy",
             mode="max",
             cpus_per_trial=cfg.sweep.cpus_per_trial,
         )

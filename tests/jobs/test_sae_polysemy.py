@@ -36,8 +36,9 @@ def test_pipeline_pieces_on_a_tiny_subject(tiny_subject, mlflow_uri):
     for p in points:
         assert cache[p]["train"].shape == (3000, d)
         assert cache[p]["ps"].shape == (len(pairs), 2, d)
-    dense = pd.DataFrame(job.dense_baseline(cache))
+    dense = pd.DataFrame(job.dense_baseline(cache, [p.target_word for p in pairs]))
     assert set(dense.module) == {"resid", "attn", "mlp"} and dense.f1.between(0, 1).all()
+    assert dense.cos_auc.between(0, 1).all() and dense.cos_auc_centered.between(0, 1).all()
 
     # one trial, run directly (no Tune): trains an SAE on the cached activations and logs to MLflow
     cfg = apply_overrides(
@@ -78,7 +79,11 @@ def test_pipeline_pieces_on_a_tiny_subject(tiny_subject, mlflow_uri):
         ]
     )
     figs = job.summary_plots(table, dense)
-    assert set(figs) == {"ps_eval_vs_mse_l0.png", "ps_eval_by_layer_module.png"}
+    assert set(figs) == {
+        "ps_eval_vs_mse_l0.png",
+        "ps_eval_by_layer_module.png",
+        "sense_signal_by_layer_module.png",
+    }
 
 
 def test_bad_config_values():
