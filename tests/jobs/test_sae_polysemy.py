@@ -134,12 +134,15 @@ def test_smoke_preset_end_to_end(ray_local, mlflow_uri):
         "dense_baseline.json",
         "ps_eval_vs_mse_l0.png",
         "ps_eval_by_layer_module.png",
-        "subject_model",
+        "sense_signal_by_layer_module.png",
     } <= arts
+    # the subject model is an MLflow logged model (not a run artifact): its URI is tagged on the run
+    assert parent.data.tags["xlab.subject_model"] == f"runs:/{parent.info.run_id}/subject_model"
     table = out["table"]
     assert len(table) == n
-    # SAEs learn: every variant explains most of the variance of its activations
-    assert table.explained_variance.min() > 0.5
+    # SAEs learn: TopK explains most of the variance, every variant a good part of it
+    assert table[table.activation == "topk"].explained_variance.min() > 0.7
+    assert table.explained_variance.min() > 0.3
     # TopK keeps exactly k features at most
     assert table[table.activation == "topk"].l0.max() <= cfg.sae.k + 1e-6
     # the logged model reloads through the hook layer
