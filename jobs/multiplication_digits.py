@@ -193,6 +193,14 @@ def main(cfg: Config) -> dict:
     from xlab.session import job_session
     from xlab.track import Tracker
 
+    if cfg.model and ":/" not in cfg.model:
+        # A local directory: fail before starting Ray, not inside every Ray task.
+        from pathlib import Path
+
+        local = Path(cfg.model).expanduser()
+        check(local.is_dir() and (local / "config.json").exists(), "model",
+              f"no saved causal LM at {cfg.model} (expected a save_pretrained directory, or an MLflow URI "
+              "models:/NAME/VERSION or runs:/RUN_ID/PATH)")
     with job_session("multiplication_digits", cfg) as parent:
         tracker = Tracker()
         digits = range(1, cfg.data.max_digits + 1)

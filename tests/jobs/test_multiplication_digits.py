@@ -21,7 +21,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def test_bad_values_are_clear_errors():
+def test_bad_values_are_clear_errors(tmp_path):
     base = job.PRESETS["smoke"]
     with pytest.raises(XlabError, match="eval.mc_p"):
         apply_overrides(base, {"eval.mc_p": 1.5})
@@ -29,6 +29,9 @@ def test_bad_values_are_clear_errors():
         apply_overrides(base, {"subject.n_ctx": 12})
     with pytest.raises(XlabError, match="data.max_digits"):
         apply_overrides(base, {"data.max_digits": 0})
+    # A --model directory that is not there fails before any Ray work.
+    with pytest.raises(XlabError, match="no saved causal LM"):
+        job.main(apply_overrides(base, {"model": str(tmp_path / "nothing")}))
 
 
 def test_summary_metrics_contrasts_on_a_hand_table():
