@@ -322,30 +322,39 @@ def summary_plots(table: Any, dense: Any) -> dict[str, Any]:
     fig.suptitle("PS-Eval vs reconstruction (MSE) and sparsity (L0); marker size = expansion")
     fig.tight_layout()
 
-    best = table.groupby(["layer", "module"], as_index=False)["ps_f1"].max()
-    fig2, ax = plt.subplots(figsize=(7, 4))
-    layers = sorted(best.layer.unique())
+    fig2, axes2 = plt.subplots(1, 2, figsize=(12, 4))
+    layers = sorted(table.layer.unique())
     width = 0.8 / max(1, len(MODULES))
-    for i, mod in enumerate(MODULES):
-        sub = best[best.module == mod].set_index("layer")
-        ys = [sub.ps_f1.get(lay, float("nan")) for lay in layers]
-        xs = [j + i * width for j in range(len(layers))]
-        ax.bar(xs, ys, width, color=colors[mod], label=f"{mod} (best SAE)")
-        dsub = dense[dense.module == mod].set_index("layer")
-        ax.scatter(
-            xs,
-            [dsub.f1.get(lay, float("nan")) for lay in layers],
-            color="k",
-            marker="_",
-            s=200,
-            label="dense arg-max" if i == 0 else None,
-            zorder=3,
-        )
-    ax.set_xticks([j + width for j in range(len(layers))], [f"layer {lay}" for lay in layers])
-    ax.set_ylabel("PS-Eval F1")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title("Best PS-Eval F1 per layer and module")
+    for ax, (metric, dense_col, chance) in zip(
+        axes2, (("ps_accuracy", "accuracy", 0.5), ("ps_f1", "f1", 2 / 3)), strict=True
+    ):
+        best = table.groupby(["layer", "module"], as_index=False)[metric].max()
+        for i, mod in enumerate(MODULES):
+            sub = best[best.module == mod].set_index("layer")
+            xs = [j + i * width for j in range(len(layers))]
+            ax.bar(
+                xs,
+                [sub[metric].get(lay, float("nan")) for lay in layers],
+                width,
+                color=colors[mod],
+                label=f"{mod} (best SAE)",
+            )
+            dsub = dense[dense.module == mod].set_index("layer")
+            ax.scatter(
+                xs,
+                [dsub[dense_col].get(lay, float("nan")) for lay in layers],
+                color="k",
+                marker="_",
+                s=200,
+                label="dense arg-max" if i == 0 else None,
+                zorder=3,
+            )
+        ax.axhline(chance, color="k", lw=0.6, ls=":")
+        ax.set_xticks([j + width for j in range(len(layers))], [f"layer {lay}" for lay in layers])
+        ax.set_ylabel(metric.replace("ps_", "PS-Eval "))
+        ax.set_ylim(0, 1)
+        ax.set_title(f"Best {metric.replace('ps_', 'PS-Eval ')} per layer and module")
+    axes2[0].legend(fontsize=8)
     fig2.tight_layout()
     figs = {"ps_eval_vs_mse_l0.png": fig, "ps_eval_by_layer_module.png": fig2}
     if "cos_auc_centered" in dense:
