@@ -15,7 +15,8 @@ Study: *Answer When Needed, Forget When Not* (Takashiro et al.). Steps:
    rows (out-of-domain): forget accuracy and retain accuracy with the clean definitions, plus the
    per-layer logit lens of p(gold first token) and p("forgot") at the first answer position.
 
-The parent run gets the before/after table (``results.json``), the comparison plot, and the key
+The parent run gets the before/after table (``results.json``), the comparison plot, the logit lens
+of both methods (``logit_lens.png``), and the key
 metrics ``{method}/{split}/{forget,retain}_acc``.
 
     xlab run icl_unlearning --preset smoke
@@ -370,7 +371,7 @@ def main(cfg: Config) -> dict:
     import mlflow
     import pandas as pd
 
-    from xlab.analysis.unlearning import knowledge_accuracy
+    from xlab.analysis.unlearning import knowledge_accuracy, plot_logit_lens
     from xlab.config import apply_overrides
     from xlab.lm import save_causal_lm
     from xlab.session import job_session
@@ -397,7 +398,17 @@ def main(cfg: Config) -> dict:
         results = run_sweep(trial, tcfg, grid({"unlearn.method": list(cfg.unlearn.methods)}),
                             parent_run_id=parent.info.run_id, metric="after_in_forget_acc", mode="max",
                             cpus_per_trial=cfg.unlearn.cpus_per_trial)
-        table = pd.DataFrame(results_table(child_runs(parent.info.run_id)))
+        children = child_runs(parent.info.run_id)
+        table = pd.DataFrame(results_table(children))
+        lens = {}
+        for run in children:
+            if run.info.status == "FINISHED":
+                curves = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/logit_lens.json")
+                lens.setdefault("before", curves["before"])
+                lens[f"after {run.data.params.get('unlearn.method')}"] = curves["after"]
+        if lens:
+            tracker.log_figure(plot_logit_lens(lens, "logit lens at the first answer position (in-domain test)"),
+                               "logit_lens.png")
         if not table.empty:
             tracker.log_dict(table.to_dict(orient="records"), "results.json")
             tracker.log_figure(comparison_figure(table), "forget_retain.png")
