@@ -65,5 +65,7 @@ def test_cross_embodiment_sweep_end_to_end(ray_local, mlflow_uri, tmp_path):
                                   filter_string=f"tags.mlflow.parentRunId = '{out['run_id']}'")
     assert len(children) == 2 and set(children["tags.xlab.variant"]) == {"arm_a only", "arm_b only"}
     # Each trial's policy is logged with the trial run, so eval_policy can re-evaluate it.
-    child = children.iloc[0]["run_id"]
-    assert any(a.path == "policy" for a in client.list_artifacts(child))
+    from xlab.policies.mlflow_model import load_registered_policy
+
+    policy = load_registered_policy(f"runs:/{children.iloc[0]['run_id']}/policy")
+    assert policy.config.image_size == 32
