@@ -126,6 +126,8 @@ class UnlearnConfig:
     base_model: str = ""
     """URI of the fact-trained subject model; set by the job before the sweep."""
     cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    """GPUs each trial reserves (models run on CUDA whenever the process sees one)."""
 
     def __post_init__(self) -> None:
         check(bool(self.methods) and set(self.methods) <= {"lora", "full"}, "unlearn.methods",
@@ -168,7 +170,7 @@ PRESETS = {
     # The published protocol (GPU cluster): TOFU scale (200 authors x 20 QA), spec hyper-parameters.
     # The authors used 7B-13B chat models: pass one with --model.ref (and --learn.steps to teach it the
     # fictitious facts first, as TOFU's fine-tuned models were).
-    "paper": Config(torch_threads=0),
+    "paper": Config(unlearn=UnlearnConfig(fresh_distractors=False, gpus_per_trial=1.0), torch_threads=0),
 }
 KEY_METRICS = ["lora/in/forget_acc", "lora/in/retain_acc", "full/in/forget_acc", "full/in/retain_acc"]
 
@@ -182,6 +184,12 @@ def make_data(cfg: Config):
     ood_rows = make_facts(d.ood_domain, d.ood_subjects, d.qa_per_subject, seed=cfg.seed)
     splits = build_unlearning_splits(train_rows, ood_rows, d.train_frac, d.target, seed=cfg.seed)
     return train_rows, ood_rows, splits
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _log(msg: str) -> None:
@@ -216,6 +224,7 @@ def teach_facts(cfg: Config, rows, tracker=None):
         tok = train_bpe(texts, cfg.model.vocab_size)
         model = build_causal_lm(cfg.model.arch, cfg.model.size, vocab_size=len(tok), n_ctx=cfg.model.n_ctx,
                                 seed=cfg.seed)
+    model.to(_device())
     history = []
     if cfg.learn.steps > 0:
         lcfg = LMTrainConfig(steps=cfg.learn.steps, batch_size=cfg.learn.batch_size, lr=cfg.learn.lr,
@@ -266,7 +275,7 @@ def trial(cfg: Config) -> dict:
     check(bool(u.base_model), "unlearn.base_model", "the trial needs the subject model's URI (set by main)")
     tracker = Tracker()
     _, _, splits = make_data(cfg)
-    model, tok = load_causal_lm(u.base_model)
+    model, tok = load_causal_lm(u.base_model, device=_device())
     tag_ids = add_unlearning_tokens(model, tok, seed=cfg.seed)
     evals = {"in": splits.test_in, "ood": splits.test_ood}
     metrics: dict[str, float] = {}
@@ -397,7 +406,7 @@ def main(cfg: Config) -> dict:
         tcfg = apply_overrides(cfg, {"unlearn.base_model": base})
         results = run_sweep(trial, tcfg, grid({"unlearn.method": list(cfg.unlearn.methods)}),
                             parent_run_id=parent.info.run_id, metric="after_in_forget_acc", mode="max",
-                            cpus_per_trial=cfg.unlearn.cpus_per_trial)
+                            cpus_per_trial=cfg.unlearn.cpus_per_trial, gpus_per_trial=cfg.unlearn.gpus_per_trial)
         children = child_runs(parent.info.run_id)
         table = pd.DataFrame(results_table(children))
         lens = {}

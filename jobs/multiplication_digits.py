@@ -65,6 +65,8 @@ class EvalConfig:
     tasks: int = 2
     """Ray tasks the (n, m) cells are spread over."""
     cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+    """GPUs each evaluation task reserves (models run on CUDA whenever the process sees one)."""
 
     def __post_init__(self) -> None:
         check(self.mc_passes >= 0, "eval.mc_passes", f"must be >= 0, got {self.mc_passes}")
@@ -104,7 +106,7 @@ PRESETS = {
     "paper": Config(
         subject=SubjectConfig(size="gpt2-small", steps=100_000, batch_size=256, lr=3e-4, warmup_steps=2000,
                               train_problems=5_000_000),
-        eval=EvalConfig(mc_passes=100, tasks=8),
+        eval=EvalConfig(mc_passes=100, tasks=8, gpus_per_task=1.0),
         torch_threads=0,
     ),
 }
@@ -133,6 +135,7 @@ def train_subject(cfg: Config, exclude, tracker=None):
     ids = dict(eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(cfg.seed)
     model = build_causal_lm(s.arch, s.size, vocab_size=len(tok), n_ctx=s.n_ctx, dropout=s.dropout, seed=cfg.seed, **ids)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     lcfg = LMTrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
                          weight_decay=0.0, block_size=s.n_ctx, log_every=max(s.steps // 25, 1), seed=cfg.seed)
 
@@ -158,7 +161,7 @@ def evaluate_cells(model_ref: str, problems: list, mc_passes: int, mc_p: float, 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model, tok = load_causal_lm(model_ref)
+    model, tok = load_causal_lm(model_ref, device="cuda" if torch.cuda.is_available() else "cpu")
     return evaluate_digits(model, tok, problems, mc_passes=mc_passes, mc_p=mc_p)
 
 
@@ -218,7 +221,7 @@ def main(cfg: Config) -> dict:
         # Spread the cells over Ray tasks (whole cells per task, interleaved so sizes balance).
         cells = sorted({(p.n, p.m) for p in problems})
         groups = [cells[i::cfg.eval.tasks] for i in range(min(cfg.eval.tasks, len(cells)))]
-        remote = ray.remote(num_cpus=cfg.eval.cpus_per_task)(evaluate_cells)
+        remote = ray.remote(num_cpus=cfg.eval.cpus_per_task, num_gpus=cfg.eval.gpus_per_task)(evaluate_cells)
         futures = [remote.remote(ref, [p for p in problems if (p.n, p.m) in set(g)], cfg.eval.mc_passes,
                                  cfg.eval.mc_p, cfg.seed + i, cfg.torch_threads) for i, g in enumerate(groups)]
         _log(f"evaluating {len(problems)} problems in {len(futures)} Ray tasks ({cfg.eval.mc_passes} MC passes)")
