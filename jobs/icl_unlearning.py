@@ -111,6 +111,8 @@ class UnlearnConfig:
     lora_alpha: int = 8
     lora_dropout: float = 0.1
     lora_lr: float = 2e-4
+    lora_train_tags: bool = True
+    """Train the two new tag embeddings along with the adapters (peft trainable_token_indices)."""
     full_lr: float = 2e-6
     epochs: float = 3.0
     """Passes over the unlearning training examples (spec: 1-3)."""
@@ -288,7 +290,7 @@ def trial(cfg: Config) -> dict:
          f"retain {metrics['before/in/retain_acc']:.2f}")
 
     lr = u.lora_lr if u.method == "lora" else u.full_lr
-    net = wrap_lora(model, tag_ids, u.lora_r, u.lora_alpha, u.lora_dropout) if u.method == "lora" else model
+    net = wrap_lora(model, tag_ids if u.lora_train_tags else [], u.lora_r, u.lora_alpha, u.lora_dropout) if u.method == "lora" else model
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     steps = max(1, round(u.epochs * len(splits.train) / u.batch_size))
     tcfg = LMTrainConfig(steps=steps, batch_size=u.batch_size, lr=lr, schedule="constant", weight_decay=0.0,
