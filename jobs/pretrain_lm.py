@@ -290,28 +290,12 @@ def evaluate_logic(model: Any, tok: Any, ecfg: EvalConfig, device: str = "cpu") 
     return out
 
 
-def curves_figure(title: str, history: list[dict], evals: list[dict]):
-    """Training loss and validation loss per corpus against step."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot([r["step"] for r in history], [r["train/loss"] for r in history], label="train", color="k")
-    names = sorted({k.split("/")[1] for e in evals for k in e if k.startswith("val/") and k.endswith("/loss")})
-    for name in names:
-        ax.plot([e["step"] for e in evals], [e[f"val/{name}/loss"] for e in evals], marker="o", label=f"val {name}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def trial(cfg: Config) -> dict[str, float]:
     """One corpus: Ray Train pretraining, save/log the model, few-shot logic evaluation."""
     import numpy as np
     import torch
 
+    from xlab.lm import report
     from xlab.lm.blocks import tokenizer_key
     from xlab.lm.io import log_causal_lm, save_causal_lm
     from xlab.lm.models import count_parameters
@@ -371,7 +355,7 @@ def trial(cfg: Config) -> dict[str, float]:
     tracker.log_metrics(summary, step=result.step)
     tracker.log_dict({"history": result.history, "evals": result.evals, "model_uri": model_uri,
                       "checkpoint": result.checkpoint_path, "saved": str(out_dir)}, "history.json")
-    tracker.log_figure(curves_figure(f"{corpus}: {cfg.model.arch} {cfg.model.size}", result.history, result.evals),
+    tracker.log_figure(report.curves_figure(f"{corpus}: {cfg.model.arch} {cfg.model.size}", result.history, result.evals),
                        "curves.png")
     print(f"[pretrain_lm] {corpus}: val ppl {summary['val_ppl_first']:.1f} -> {summary['val_ppl']:.1f}, "
           f"FLD acc {summary['fld_accuracy']:.3f} (valid {summary['fld_valid_rate']:.2f}), "
@@ -383,94 +367,11 @@ def trial(cfg: Config) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------- parent
 
-def comparison_rows(runs: list[Any], depth: dict[str, dict]) -> list[dict]:
-    """Corpus x task rows: accuracy, valid-label rate, validation perplexity (own corpus), AST depth."""
-    rows = []
-    for run in runs:
-        corpus = run.data.params.get("data.corpus", "?")
-        m = run.data.metrics
-        for task in ("fld", "babi"):
-            rows.append({"corpus": corpus, "kind": corpus_kind(corpus), "task": task, "status": run.info.status,
-                         "accuracy": m.get(f"{task}_accuracy"), "valid_rate": m.get(f"{task}_valid_rate"),
-                         "choice_accuracy": m.get(f"{task}_choice_accuracy"),
-                         "val_ppl": m.get("val_ppl"), "val_ppl_first": m.get("val_ppl_first"),
-                         "train_loss_first": m.get("train_loss_first"), "train_loss_last": m.get("train_loss_last"),
-                         "ast_depth_mean": depth.get(corpus, {}).get("mean")})
-    return sorted(rows, key=lambda r: (r["task"], r["kind"], r["corpus"]))
-
-
-def accuracy_figure(rows: list[dict]):
-    """Grouped bars: accuracy and valid-label rate per corpus, one panel per task."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    tasks = sorted({r["task"] for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        sub = [r for r in rows if r["task"] == task and r["accuracy"] is not None]
-        x = np.arange(len(sub))
-        ax.bar(x - 0.2, [r["accuracy"] for r in sub], 0.4, label="accuracy")
-        ax.bar(x + 0.2, [r["valid_rate"] for r in sub], 0.4, label="valid-label rate", alpha=0.7)
-        ax.set_xticks(x, [f"{r['corpus']}\n({r['kind']})" for r in sub], fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{task}: few-shot exact match")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def loss_figure(curves: dict[str, dict]):
-    """Training loss and own-corpus validation loss per corpus against step."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for corpus, h in sorted(curves.items()):
-        axes[0].plot([r["step"] for r in h["history"]], [r["train/loss"] for r in h["history"]], label=corpus)
-        axes[1].plot([e["step"] for e in h["evals"]], [e[f"val/{corpus}/ppl"] for e in h["evals"]], marker="o",
-                     label=corpus)
-    axes[0].set_title("training loss")
-    axes[1].set_title("validation perplexity (own corpus)")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def depth_figure(rows: list[dict]):
-    """Mean AST depth of each code corpus against its models' accuracy per task."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for task, marker in (("fld", "o"), ("babi", "s")):
-        sub = [r for r in rows if r["task"] == task and r["ast_depth_mean"] is not None and r["accuracy"] is not None]
-        ax.scatter([r["ast_depth_mean"] for r in sub], [r["accuracy"] for r in sub], marker=marker, label=task)
-        for r in sub:
-            ax.annotate(r["corpus"], (r["ast_depth_mean"], r["accuracy"]), fontsize=7)
-    ax.set_xlabel("mean AST depth of the corpus")
-    ax.set_ylabel("few-shot accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def markdown_table(rows: list[dict]) -> str:
-    cols = ["corpus", "kind", "task", "accuracy", "valid_rate", "choice_accuracy", "val_ppl", "val_ppl_first",
-            "ast_depth_mean"]
-
-    def fmt(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def main(cfg: Config) -> dict:
     import mlflow
 
     from xlab.lm.blocks import prepare_blocks
+    from xlab.lm.report import accuracy_figure, comparison_rows, depth_figure, loss_figure, markdown_table
     from xlab.session import job_session
     from xlab.track import Tracker, child_runs
     from xlab.tune import grid, raise_on_errors, run_sweep
@@ -501,7 +402,7 @@ def main(cfg: Config) -> dict:
             max_concurrent_trials=cfg.max_concurrent_trials or None,
         )
         runs = child_runs(parent.info.run_id)
-        rows = comparison_rows(runs, depth)
+        rows = comparison_rows(runs, depth, corpus_kind)
         curves = {}
         for run in runs:
             if run.info.status == "FINISHED":
