@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rlds_pipeline.py
 	$(BIN)/python benchmarks/policy_train.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/lm_train.py
 
 # Offline text corpora for LLM pretraining (xlab.data.text): installs the Debian packages that hold
 # them, then builds each corpus (cached) under data/corpora. Smoke runs need none of this: the

@@ -15,6 +15,7 @@ policy (it rarely succeeds, so episodes rarely end early). The served figure exc
 every simulator runs one warm-up episode first.
 
     python benchmarks/serving.py                        # N = 1, 4, 16, rt1x-tiny at 48 px, fetch-reach
+    python benchmarks/serving.py --n 16 --envs-per-sim 4  # 16 envs on 4 actors: 4x fewer requests
     python benchmarks/serving.py --n 16 --steps 100 --policy models:/rt1x-policy@latest-train
 
 On a 2-core machine the served path spreads N simulators over both cores while the ideal loop uses
@@ -69,7 +70,9 @@ def ideal(policy, env_id: str, n: int, steps: int, episodes: int, image_size: in
             "p99_ms": float(np.percentile(forward_ms, 99)), "env_steps": env_steps}
 
 
-def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait_ms: float) -> dict[str, float]:
+def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait_ms: float,
+           envs_per_sim: int = 1) -> dict[str, float]:
+    """N environments on N / envs_per_sim simulator actors; each actor sends one request per step for its envs."""
     from ray import serve
 
     from xlab.serve import (
@@ -81,15 +84,17 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
     )
 
     app = f"bench-{n}"
-    start_policy_server(policy_ref, name=app, max_batch_size=n, batch_wait_timeout_s=wait_ms / 1000, num_cpus=0.5,
-                        threads=1)
-    pool = SimulatorPool(n, server_app=app, num_cpus=1.5 / n)
+    actors = max(1, n // envs_per_sim)
+    start_policy_server(policy_ref, name=app, max_batch_size=actors, batch_wait_timeout_s=wait_ms / 1000,
+                        num_cpus=0.5, threads=1)
+    pool = SimulatorPool(actors, server_app=app, num_cpus=1.5 / actors)
     try:
-        run_episodes(pool, make_specs([env_id], n, "policy", max_steps=3))  # warm-up: start-up not timed
+        # Warm-up (actor start-up, env creation) is not timed.
+        run_episodes(pool, make_specs([env_id], n, "policy", max_steps=3), envs_per_simulator=envs_per_sim)
         handle = serve.get_app_handle(app)
         handle.stats.remote(reset=True).result()
         specs = [s for e in range(episodes) for s in make_specs([env_id], n, "policy", seed=e + 1, max_steps=steps)]
-        results, stats = run_episodes(pool, specs)
+        results, stats = run_episodes(pool, specs, envs_per_simulator=envs_per_sim)
         server = handle.stats.remote().result()
     finally:
         pool.shutdown()
@@ -97,7 +102,7 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
     lat = [x for r in results for x in r.latencies_ms]
     return {"steps_per_s": stats.steps_per_s, "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)), "env_steps": stats.env_steps,
-            "mean_batch": server["mean_batch"]}
+            "mean_batch": server["rows"] / max(server["batches"], 1)}  # environments per forward pass
 
 
 def main() -> None:
@@ -108,6 +113,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=2, help="episodes per environment")
     ap.add_argument("--policy", default="", help="policy reference (default: an untrained rt1x-tiny at 48 px)")
     ap.add_argument("--wait-ms", type=float, default=50.0, help="server batch wait timeout")
+    ap.add_argument("--envs-per-sim", type=int, default=1, help="environments per simulator actor")
     args = ap.parse_args()
 
     import torch
@@ -133,7 +139,7 @@ def main() -> None:
     try:
         for n in args.n:
             i = ideal(policy, args.env_id, n, args.steps, args.episodes, image_size)
-            s = served(policy_ref, args.env_id, n, args.steps, args.episodes, args.wait_ms)
+            s = served(policy_ref, args.env_id, n, args.steps, args.episodes, args.wait_ms, args.envs_per_sim)
             rows.append((n, i, s))
             print(f"N={n:3d}  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
                   f"served {s['steps_per_s']:7.1f} steps/s  ratio {s['steps_per_s'] / i['steps_per_s']:.2f}  "
@@ -142,7 +148,7 @@ def main() -> None:
     finally:
         shutdown_ray()
     print(f"\n{args.env_id}, {args.steps}-step episodes x {args.episodes} per env, {image_size} px, "
-          f"{os.cpu_count()} CPUs, server batch wait {args.wait_ms:.0f} ms")
+          f"{os.cpu_count()} CPUs, server batch wait {args.wait_ms:.0f} ms, {args.envs_per_sim} env(s) per simulator actor")
     print("| N | ideal steps/s | served steps/s | served / ideal | p50 latency ms | p99 latency ms | mean batch | batch / N |")
     print("|---|---|---|---|---|---|---|---|")
     for n, i, s in rows:
