@@ -225,7 +225,7 @@ def main(cfg: Config) -> dict:
         specs = []
         for c in controllers:
             specs += make_specs(tasks, ev.episodes, c, seed=ev.seed, max_steps=ev.max_steps, mode=ev.mode,
-                                record_per_task=ev.strips_per_task,
+                                record_per_task=ev.episodes if ev.record_rlds and c == "policy" else ev.strips_per_task,
                                 record="full" if ev.record_rlds and c == "policy" else "strip")
         pool = SimulatorPool(ev.num_simulators, server_app=server_app, image_size=ev.image_size,
                              num_cpus=ev.simulator_cpus)
@@ -272,7 +272,8 @@ def main(cfg: Config) -> dict:
                 metrics[f"{prefix}_ci_low/{name}"] = r["ci_low"]
                 metrics[f"{prefix}_ci_high/{name}"] = r["ci_high"]
         if server_stats:
-            metrics["mean_batch_size"] = server_stats["mean_batch"]
+            if server_stats["batches"]:  # the live replica's count: a replica that died took its own with it
+                metrics["mean_batch_size"] = server_stats["mean_batch"]
             lat = [x for r in results if r.controller == "policy" for x in r.latencies_ms]
             if lat:
                 metrics["action_latency_p50_ms"] = float(np.percentile(lat, 50))
@@ -284,7 +285,8 @@ def main(cfg: Config) -> dict:
         from PIL import Image
 
         for r in results:
-            if r.frames is not None and len(r.frames):
+            index = int(r.episode_id.rsplit("/", 1)[-1])
+            if r.frames is not None and len(r.frames) and index < ev.strips_per_task:
                 img = Image.fromarray(_strip(np.asarray(r.frames)))
                 tag = "success" if r.success else "fail"
                 import mlflow
@@ -292,13 +294,19 @@ def main(cfg: Config) -> dict:
                 mlflow.MlflowClient().log_image(run.info.run_id, np.asarray(img),
                                                 f"strips/{r.episode_id.replace('/', '_')}_{tag}.png")
         if ev.record_rlds:
+            import robots
             from xlab.data.rlds import write_rlds_in_worker
 
-            episodes = [r.episode for r in results if r.episode is not None]
-            info = write_rlds_in_worker(ev.record_rlds, "xlab_eval", episodes,
-                                        description=f"xlab evaluation rollouts of {cfg.policy}")
-            tracker.set_tags({"xlab.rlds_output": info["path"]})
-            print(f"[eval_policy] wrote {info['episodes_read_back']} evaluation episodes as RLDS: {info['path']}")
+            by_embodiment: dict[str, list] = {}
+            for r in results:
+                if r.episode is not None:
+                    by_embodiment.setdefault(robots.get_task(r.env_id).embodiment, []).append(r.episode)
+            for emb, episodes in by_embodiment.items():  # one dataset per robot: state/action shapes differ
+                info = write_rlds_in_worker(ev.record_rlds, f"xlab_eval_{emb}", episodes,
+                                            description=f"xlab evaluation rollouts of {cfg.policy} ({emb})")
+                tracker.set_tags({f"xlab.rlds_output.{emb}": info["path"]})
+                print(f"[eval_policy] wrote {info['episodes_read_back']} {emb} evaluation episodes as RLDS: "
+                      f"{info['path']}")
         shown = table[table.level != "task"] if len(tasks) > 8 else table
         print(shown[["controller", "level", "name", "episodes", "success_rate", "ci_low", "ci_high", "failed",
                      "retried"]].round(2).to_string(index=False))
