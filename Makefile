@@ -44,7 +44,7 @@ sysdeps:
 # -> served by Ray Serve to simulator actors -> success rates (tests/jobs/test_rtx_demo.py runs the
 # same three commands at the smallest size).
 demo: $(STAMP)
-	$(BIN)/xlab run collect_demos --preset smoke
+	$(BIN)/xlab run collect_demos --preset demo
 	$(BIN)/xlab run train_policy --preset smoke
 	$(BIN)/xlab run eval_policy --preset smoke --policy models:/rt1x-policy@latest-train
 	@echo

@@ -9,6 +9,7 @@ and MuJoCo rendering in one process segfault). Counts, success rates per task an
 embodiment go to MLflow.
 
     xlab run collect_demos --preset smoke          # 2 episodes x 14 tasks at 64 px, ~2 min on 2 cores
+    xlab run collect_demos --preset demo           # 10 episodes x the 4 tasks `make demo` evaluates
     xlab run collect_demos --preset paper          # 100 episodes per task at 128 px
     xlab run collect_demos --collect.embodiments fetch --collect.episodes_per_task 10
 """
@@ -51,6 +52,10 @@ class Config(JobConfig):
 
 PRESETS = {
     "smoke": Config(collect=CollectConfig(episodes_per_task=2, image_size=64)),
+    # `make demo`: 10 demonstrations of each of the four tasks it evaluates (robots.DEMO_TASKS), ~1 min.
+    "demo": Config(collect=CollectConfig(
+        tasks=("xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0"),
+        episodes_per_task=10, image_size=64)),
     "paper": Config(collect=CollectConfig(episodes_per_task=100, image_size=128, max_episodes_per_shard=50)),
 }
 KEY_METRICS = ["episodes", "success_rate", "steps"]

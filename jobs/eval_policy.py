@@ -107,7 +107,7 @@ class Config(JobConfig):
 
 
 PRESETS = {
-    # A few minutes on 2 cores: the tasks a smoke-trained policy can solve plus harder ones, 10 episodes each.
+    # A few minutes on 2 cores: robots.DEMO_TASKS (the tasks `make demo` records), 10 episodes each.
     "smoke": Config(eval=EvalConfig(
         tasks=("xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0"),
         episodes=10, num_simulators=4)),

@@ -46,7 +46,7 @@ from robots.errors import (
     UnknownRobotEnvError,
 )
 from robots.experts import Expert, expert_for
-from robots.tasks import ENV_IDS, TASK_INSTRUCTIONS, TASKS, TaskSpec, get_task
+from robots.tasks import DEMO_TASKS, ENV_IDS, TASK_INSTRUCTIONS, TASKS, TaskSpec, get_task
 
 _ENTRY_POINTS = {"sawyer": "robots.sawyer:SawyerEnv", "fetch": "robots.fetch:FetchEnv"}
 
@@ -67,6 +67,7 @@ register_envs()
 
 __all__ = [
     "EMBODIMENTS",
+    "DEMO_TASKS",
     "ENV_IDS",
     "RT1_ACTION_KEYS",
     "TASKS",

@@ -70,6 +70,12 @@ _SPECS = [
 TASKS: dict[str, TaskSpec] = {spec.env_id: spec for spec in _SPECS}
 #: Registered Gymnasium ids, in a stable order (Sawyer MT10, then Fetch).
 ENV_IDS: tuple[str, ...] = tuple(TASKS)
+#: The tasks of `make demo` (collect -> train -> evaluate on the same four): per robot one easy task the
+#: small CPU-trained policy can learn and one it mostly cannot.
+DEMO_TASKS: tuple[str, ...] = (
+    "xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0",
+)
+
 #: The natural-language instruction of each env id.
 TASK_INSTRUCTIONS: dict[str, str] = {spec.env_id: spec.instruction for spec in _SPECS}
 

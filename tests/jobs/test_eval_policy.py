@@ -69,3 +69,11 @@ def test_eval_policy_bad_inputs(tmp_path):
         apply_overrides(eval_policy.PRESETS["smoke"], {"eval.episodes": 0})
     with pytest.raises(XlabError, match="eval.embodiments"):
         eval_policy.eval_tasks(eval_policy.EvalConfig(embodiments=("spot",)))
+
+
+def test_demo_collects_the_tasks_it_evaluates():
+    import robots
+    from jobs import collect_demos
+
+    assert tuple(collect_demos.PRESETS["demo"].collect.tasks) == robots.DEMO_TASKS
+    assert tuple(eval_policy.PRESETS["smoke"].eval.tasks) == robots.DEMO_TASKS
