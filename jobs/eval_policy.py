@@ -282,17 +282,15 @@ def main(cfg: Config) -> dict:
         tracker.log_table(table, "success.json")
         tracker.log_figure(success_plot(rows), "success.png")
         tracker.log_dict({"events": stats.events, "server": server_stats}, "run_stats.json")
-        from PIL import Image
+        import mlflow
 
+        client = mlflow.MlflowClient()
         for r in results:
             index = int(r.episode_id.rsplit("/", 1)[-1])
             if r.frames is not None and len(r.frames) and index < ev.strips_per_task:
-                img = Image.fromarray(_strip(np.asarray(r.frames)))
                 tag = "success" if r.success else "fail"
-                import mlflow
-
-                mlflow.MlflowClient().log_image(run.info.run_id, np.asarray(img),
-                                                f"strips/{r.episode_id.replace('/', '_')}_{tag}.png")
+                client.log_image(run.info.run_id, _strip(np.asarray(r.frames)),
+                                 f"strips/{r.episode_id.replace('/', '_')}_{tag}.png")
         if ev.record_rlds:
             import robots
             from xlab.data.rlds import write_rlds_in_worker

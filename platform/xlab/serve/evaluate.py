@@ -164,7 +164,7 @@ def run_episodes(
 
     probes: dict[Any, int] = {}  # restarted actors: a cheap call that returns once the actor is back
 
-    while queue or inflight or (probes and queue):
+    while queue or inflight:  # restarting actors (probes) only matter while work is queued
         while queue and free:
             actor = free.popleft()
             group, attempt = queue.popleft()
