@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from robots.tasks import DEMO_TASKS
 from xlab.config import JobConfig, check
 
 
@@ -29,6 +30,10 @@ class CollectConfig:
     tasks: tuple[str, ...] = ()
     """Env ids to record (default: every registered task of the embodiments)."""
     episodes_per_task: int = 2
+    min_steps_per_task: int = 0
+    """Keep recording episodes of a task until its successful episodes hold at least this many steps (0: no
+    minimum). Balances tasks of very different lengths (a Fetch reach takes ~5 steps, a drawer ~80) and gives
+    short tasks the goal diversity of many episodes."""
     image_size: int = 64
     """Square camera image size in pixels."""
     num_simulators: int = 0
@@ -42,6 +47,7 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         check(self.episodes_per_task >= 1, "collect.episodes_per_task", "must be >= 1")
+        check(self.min_steps_per_task >= 0, "collect.min_steps_per_task", "must be >= 0")
         check(16 <= self.image_size <= 512, "collect.image_size", f"must be in [16, 512], got {self.image_size}")
 
 
@@ -52,10 +58,11 @@ class Config(JobConfig):
 
 PRESETS = {
     "smoke": Config(collect=CollectConfig(episodes_per_task=2, image_size=64)),
-    # `make demo`: 10 demonstrations of each of the four tasks it evaluates (robots.DEMO_TASKS), ~1 min.
+    # `make demo`: the four tasks it evaluates (robots.DEMO_TASKS), at least 20 demonstrations and 1,500
+    # steps of each (a Fetch reach is ~5 steps: ~300 of them), at the demo policy's 64 px. ~2 min on 2 cores.
     "demo": Config(collect=CollectConfig(
-        tasks=("xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0"),
-        episodes_per_task=10, image_size=64)),
+        tasks=DEMO_TASKS,
+        episodes_per_task=20, min_steps_per_task=1500, image_size=64)),
     "paper": Config(collect=CollectConfig(episodes_per_task=100, image_size=128, max_episodes_per_shard=50)),
 }
 KEY_METRICS = ["episodes", "success_rate", "steps"]
@@ -104,6 +111,24 @@ def rollout(env_id: str, seeds: list[int], image_size: int) -> list[dict]:
     return out
 
 
+def _short_tasks(results: list[dict], env_ids: list[str], min_steps: int, started: dict[str, int]) -> dict[str, int]:
+    """Tasks whose successful episodes hold fewer than ``min_steps`` steps -> how many episodes more to
+    record (from their mean length so far; at least one, at most 9999 in total per task)."""
+    if not min_steps:
+        return {}
+    more = {}
+    for env_id in env_ids:
+        eps = [r for r in results if r["env_id"] == env_id]
+        steps = sum(r["steps"] for r in eps if r["success"])
+        if steps >= min_steps or started[env_id] >= 9999:
+            continue
+        ok = [r["steps"] for r in eps if r["success"]]
+        mean = sum(ok) / len(ok) if ok else max(1.0, sum(r["steps"] for r in eps) / max(1, len(eps)))
+        rate = max(len(ok) / max(1, len(eps)), 0.1)
+        more[env_id] = min(9999 - started[env_id], max(1, int((min_steps - steps) / mean / rate) + 1))
+    return more
+
+
 def image_strip(episode, frames: int = 8):
     """A row of evenly spaced camera frames of one episode."""
     import numpy as np
@@ -142,21 +167,33 @@ def main(cfg: Config) -> dict:
         tracker = Tracker()
         n_sim = c.num_simulators or max(1, int(ray.cluster_resources().get("CPU", 1)))
         remote_rollout = ray.remote(num_cpus=1, max_retries=2)(rollout)
-        # Enough small tasks to keep every simulator busy; each builds its env once for its seeds.
-        chunk = max(1, -(-len(env_ids) * c.episodes_per_task // (2 * n_sim)))
-        jobs = []
-        for t, env_id in enumerate(env_ids):
-            seeds = [cfg.seed * 1_000_000 + t * 10_000 + i for i in range(c.episodes_per_task)]
-            jobs += [remote_rollout.remote(env_id, seeds[i:i + chunk], c.image_size)
-                     for i in range(0, len(seeds), chunk)]
         results: list[dict] = []
+        wanted = {env_id: c.episodes_per_task for env_id in env_ids}
+        started = dict.fromkeys(env_ids, 0)
         with Progress() as progress:
-            bar = progress.add_task(f"recording {len(env_ids)} tasks x {c.episodes_per_task} episodes", total=len(jobs))
-            pending = jobs
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                results += ray.get(done[0])
-                progress.advance(bar)
+            bar = progress.add_task(f"recording {len(env_ids)} tasks", total=sum(wanted.values()))
+            for _round in range(8):  # more rounds only while some task is short of min_steps_per_task
+                jobs = []
+                todo = sum(wanted[e] - started[e] for e in env_ids)
+                # Enough small tasks to keep every simulator busy; each builds its env once for its seeds.
+                chunk = max(1, -(-todo // (2 * n_sim)))
+                for t, env_id in enumerate(env_ids):
+                    seeds = [cfg.seed * 1_000_000 + t * 10_000 + i for i in range(started[env_id], wanted[env_id])]
+                    started[env_id] = wanted[env_id]
+                    jobs += [remote_rollout.remote(env_id, seeds[i:i + chunk], c.image_size)
+                             for i in range(0, len(seeds), chunk)]
+                pending = jobs
+                while pending:
+                    done, pending = ray.wait(pending, num_returns=1)
+                    part = ray.get(done[0])
+                    results += part
+                    progress.advance(bar, len(part))
+                short = _short_tasks(results, env_ids, c.min_steps_per_task, started)
+                if not short:
+                    break
+                for env_id, more in short.items():
+                    wanted[env_id] = started[env_id] + more
+                progress.update(bar, total=sum(wanted.values()))
 
         per_task = {}
         for env_id in env_ids:

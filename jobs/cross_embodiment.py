@@ -133,7 +133,9 @@ def trial(cfg: Config) -> dict[str, float]:
     names = dataset_names(cfg.data.dataset_dirs)
     tracker.set_tags({"xlab.variant": variant_label(w, names)})
     policy = build_policy(cfg.policy.preset, **cfg.policy.overrides())
-    ds, used, dirs = build_dataset(cfg, int(policy.config.history), int(policy.config.image_size))
+    pc = policy.config
+    ds, used, dirs = build_dataset(cfg.data, window=int(pc.history), image_size=int(pc.image_size), seed=cfg.seed,
+                                   chunk=int(pc.action_chunk), state_dim=int(pc.state_dim))
     out = fit_policy(cfg, ds, used, run_id=run.info.run_id if run else None,
                      tracking_uri=resolve_tracking_uri(cfg.tracking.uri))
     policy.load_state_dict(out["state"]["policy"])

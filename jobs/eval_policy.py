@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from robots.tasks import DEMO_TASKS
 from xlab.config import JobConfig, check
 
 
@@ -41,7 +42,11 @@ class EvalConfig:
     simulator_cpus: float = 0.25
     """CPUs reserved per simulator actor (fractional: many simulators share a core while they wait)."""
     image_size: int = 0
-    """Camera size (0: the policy's image size)."""
+    """Camera size the simulators render at (0: the policy's image size); other sizes are resized to the
+    policy's exactly as training windows are (PIL bilinear), so match the size the demonstrations were
+    recorded at."""
+    execution: str = "ensemble"
+    """How a chunking policy's action chunks are executed: ensemble (temporal ensembling), open-loop or first."""
     max_steps: int = 0
     """Horizon override (0: each task's max_episode_steps)."""
     mode: str = "argmax"
@@ -66,6 +71,8 @@ class EvalConfig:
               f"choose from expert, random; got {self.references}")
         check(self.max_attempts >= 1, "eval.max_attempts", "must be >= 1")
         check(self.simulator_cpus > 0, "eval.simulator_cpus", "must be > 0")
+        check(self.execution in ("ensemble", "open-loop", "first"), "eval.execution",
+              f"must be ensemble, open-loop or first, got {self.execution!r}")
 
 
 @dataclasses.dataclass
@@ -109,8 +116,14 @@ class Config(JobConfig):
 PRESETS = {
     # A few minutes on 2 cores: robots.DEMO_TASKS (the tasks `make demo` records), 10 episodes each.
     "smoke": Config(eval=EvalConfig(
-        tasks=("xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0"),
+        tasks=DEMO_TASKS,
         episodes=10, num_simulators=4)),
+    # `make demo`: the four demo tasks, 20 episodes each (and 20 of the expert and of a random policy).
+    "demo": Config(
+        policy="models:/rt1x-policy@best-sim",
+        eval=EvalConfig(
+            tasks=DEMO_TASKS,
+            episodes=20, num_simulators=4)),
     # Every registered task, 100 episodes each, 64 simulators against 2 GPU replicas.
     "paper": Config(
         eval=EvalConfig(episodes=100, num_simulators=64, envs_per_simulator=2, simulator_cpus=0.5,
@@ -228,6 +241,7 @@ def main(cfg: Config) -> dict:
                                 record_per_task=ev.episodes if ev.record_rlds and c == "policy" else ev.strips_per_task,
                                 record="full" if ev.record_rlds and c == "policy" else "strip")
         pool = SimulatorPool(ev.num_simulators, server_app=server_app, image_size=ev.image_size,
+                             execution=ev.execution,
                              num_cpus=ev.simulator_cpus)
         print(f"[eval_policy] {len(specs)} episodes ({', '.join(controllers)} x {len(tasks)} tasks x {ev.episodes}) "
               f"on {ev.num_simulators} simulators", flush=True)

@@ -10,7 +10,8 @@ bounds and the datasets' ``dataset_statistics.json``) and registers it as
 
     xlab run collect_demos --preset smoke            # first: writes data/rlds/xlab_{sawyer,fetch}/0.1.0
     xlab run train_policy --preset smoke             # rt1x-tiny, 48 px, 2 CPU workers, 600 steps (~1 min)
-    xlab run train_policy --preset paper             # rt1x-paper on GPU workers (see PRESETS)
+    xlab run train_policy --preset demo              # what `make demo` trains: rt1x-demo, 3,000 steps, @best-sim
+    xlab run train_policy --preset paper             # rt1x (RT-1-X's JAX setting) on GPU workers
     xlab run train_policy --train.steps 1000 --optim.name adopt --data.weights 1 3
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from robots.tasks import DEMO_TASKS
 from xlab.config import JobConfig, check
 from xlab.optim import OptimConfig
 from xlab.policies.training import (  # noqa: F401  (re-exported: the job's config types and helpers)
@@ -55,11 +57,21 @@ PRESETS = {
         train=TrainConfig(steps=600, batch_size=16, num_workers=2, cpus_per_worker=0.5, log_every=10,
                           checkpoint_every=100),
     ),
+    # `make demo` on 2 CPU cores (after `collect_demos --preset demo`): the recipe that measured best (README's
+    # ablation): rt1x-demo (64 px, 2 frames, 4-step action chunks), random-shift augmentation, AdamW with
+    # warm-up and cosine decay; success in simulation every 1,000 steps, the best registered as @best-sim.
+    "demo": Config(
+        policy=PolicyConfig(preset="rt1x-demo"),
+        optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
+        train=TrainConfig(steps=3000, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,
+                          checkpoint_every=500, lr_schedule="cosine", warmup_steps=100, augment_shift=4,
+                          eval_every=1000, eval_episodes=5, eval_tasks=DEMO_TASKS),
+    ),
     # RT-1-X as published: 15-frame history, 300 px, Adam 1e-4 (eps 1e-7), large global batch on GPU
     # workers (global batch 1024 and 1M+ steps in the paper: scale steps/batch to the cluster). For
     # policies that do not fit one GPU use --train.parallel_strategy fsdp.
     "paper": Config(
-        policy=PolicyConfig(preset="rt1x-paper"),
+        policy=PolicyConfig(preset="rt1x"),
         optim=OptimConfig(name="adam", lr=1e-4, eps=1e-7),
         train=TrainConfig(steps=100_000, batch_size=256, num_workers=8, cpus_per_worker=4, threads_per_worker=0,
                           use_gpu=True, log_every=100, checkpoint_every=2000, max_failures=5),
@@ -90,7 +102,8 @@ def main(cfg: Config) -> dict:
             dataclasses.asdict(pcfg) if dataclasses.is_dataclass(pcfg) else str(pcfg), default=str)[:6000]})
         print(f"[train_policy] {cfg.policy.preset}: {n_params / 1e6:.2f}M parameters, window {window}, "
               f"{image_size}px, {cfg.train.num_workers} workers x batch {cfg.train.batch_size // cfg.train.num_workers}")
-        ds, names, dirs = build_dataset(cfg, window, image_size)
+        ds, names, dirs = build_dataset(cfg.data, window=window, image_size=image_size, seed=cfg.seed,
+                                        chunk=int(pcfg.action_chunk), state_dim=int(pcfg.state_dim))
         out = fit_policy(cfg, ds, names, run_id=run.info.run_id, tracking_uri=resolve_tracking_uri(cfg.tracking.uri))
         state, metrics = out["state"], out["metrics"]
         policy.load_state_dict(state["policy"])
@@ -102,21 +115,35 @@ def main(cfg: Config) -> dict:
         }
         tracker.log_metrics({"final_step": summary["final_step"], "restarts": summary["restarts"],
                              "train_seconds": out["seconds"]})
-        model_uri = None
+        best = state.get("best_sim") or {}
+        if best:
+            summary |= {"best_sim/step": int(best["step"]), "best_sim/success": float(best["success"])}
+            tracker.log_metrics({"best_sim/step": summary["best_sim/step"],
+                                 "best_sim/success": summary["best_sim/success"]})
+        model_uri = best_uri = None
         if cfg.registry.model_name:
             from xlab.policies.mlflow_model import log_policy
 
             stats = {n: d / "dataset_statistics.json" for n, d in zip(names, dirs, strict=True)}
             model_uri = log_policy(policy, name="policy", registered_model_name=cfg.registry.model_name,
                                    alias=cfg.registry.alias, stats_paths=stats, run_id=run.info.run_id)
-        summary["model_uri"] = model_uri
-        tracker.log_dict({k: v for k, v in summary.items()}, "train_summary.json")
+            if best and cfg.registry.best_alias:
+                best_policy = build_policy(cfg.policy.preset, **cfg.policy.overrides())
+                best_policy.load_state_dict(best["policy"])
+                best_uri = log_policy(best_policy, name="policy_best_sim",
+                                      registered_model_name=cfg.registry.model_name, alias=cfg.registry.best_alias,
+                                      stats_paths=stats, run_id=run.info.run_id)
+        summary["model_uri"], summary["best_sim_uri"] = model_uri, best_uri
+        tracker.log_dict(summary, "train_summary.json")
         print(f"[train_policy] done: step {summary['final_step']}/{cfg.train.steps} in {out['seconds']:.0f}s "
               f"(restarts {summary['restarts']}), loss {summary['train/loss']}, token_acc {summary['train/token_acc']}")
         print(f"[train_policy] checkpoint: {out['checkpoint_path']}")
         if model_uri:
             print(f"[train_policy] registered policy: {model_uri}  "
                   f"(load: xlab.policies.mlflow_model.load_registered_policy({model_uri!r}))")
+        if best_uri:
+            print(f"[train_policy] best in simulation: step {best['step']}, success {best['success']:.2f} "
+                  f"-> {best_uri}")
         return {**summary, "run_id": run.info.run_id, "metrics": metrics}
 
 

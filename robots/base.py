@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike
 from robots import gl
 from robots.actions import Embodiment, get_embodiment, rt1_action_space, terminate_requested
 from robots.errors import RobotEnvConfigError
-from robots.render import CameraSpec, FastRenderer
+from robots.render import CameraSpec, FastRenderer, Marker
 from robots.tasks import TaskSpec, get_task
 
 ImageSize = int | tuple[int, int] | None
@@ -224,7 +224,11 @@ class RobotEnv(gym.Env, abc.ABC):
         if self._renderer is None:
             height, width = self.image_shape or (128, 128)
             self._renderer = FastRenderer(self.model, height, width, self.camera)
-        return self._renderer.render(self.data)
+        return self._renderer.render(self.data, self._markers())
+
+    def _markers(self) -> list[Marker]:
+        """Visual-only shapes drawn into each frame (e.g. a goal marker); none by default."""
+        return []
 
     def _observation(self) -> dict[str, np.ndarray]:
         obs: dict[str, np.ndarray] = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robots.base import RobotEnv
+from robots.render import goal_markers
 
 _BACKENDS = {
     "Reach": ("gymnasium_robotics.envs.fetch.reach", "MujocoFetchReachEnv"),
@@ -103,6 +104,15 @@ class FetchEnv(RobotEnv):
         return np.concatenate([p["grip_pos"], p["fingers"], p["grip_velp"], p["finger_vel"]]).astype(
             np.float32
         )
+
+    #: Tasks whose goal can be in the air: drawn with a stem to the table (``robots.render.goal_markers``).
+    AIR_GOALS = ("Reach", "PickAndPlace")
+    TABLE_Z = 0.4  # table top height in gymnasium-robotics' Fetch scenes (metres)
+
+    def _markers(self) -> list:
+        if self.task.backend_task not in self.AIR_GOALS:
+            return []
+        return goal_markers(self._raw_obs["desired_goal"], self.TABLE_Z, (1.0, 0.0, 0.0, 1.0))
 
     def privileged_state(self) -> FetchState:
         p = self._split()

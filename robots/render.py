@@ -18,12 +18,44 @@ from __future__ import annotations
 
 import atexit
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from robots import gl
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A visual-only shape drawn into a frame (no physics): ``kind`` a ``mujoco.mjtGeom`` value, ``size``
+    MuJoCo's geom size triple, ``pos`` its centre (world frame, metres), ``rgba`` its colour."""
+
+    kind: int
+    size: tuple[float, float, float]
+    pos: tuple[float, float, float]
+    rgba: tuple[float, float, float, float]
+
+
+def goal_markers(goal: Sequence[float], floor_z: float, rgba: tuple[float, float, float, float],
+                 radius: float = 0.03) -> list[Marker]:
+    """A goal in the air drawn so that ONE camera shows where it is in 3-D: a sphere, a thin stem down to
+    the table and a disc where the stem meets it (a single view otherwise leaves the goal's depth along
+    the camera ray ambiguous; the disc on the known table plane pins its x, y, the stem its height)."""
+    import mujoco
+
+    x, y, z = (float(v) for v in goal)
+    g = mujoco.mjtGeom
+    sphere = Marker(int(g.mjGEOM_SPHERE), (radius, radius, radius), (x, y, z), rgba)
+    if z < floor_z + 0.01:  # on (or in) the table: nothing to show the height of
+        return [sphere]
+    half = (z - floor_z) / 2
+    return [
+        sphere,
+        Marker(int(g.mjGEOM_CYLINDER), (0.008, half, 0.0), (x, y, floor_z + half), rgba),
+        Marker(int(g.mjGEOM_CYLINDER), (radius, 0.002, 0.0), (x, y, floor_z + 0.002), rgba),
+    ]
 
 
 @dataclass(frozen=True)
@@ -113,11 +145,20 @@ class FastRenderer:
         camera.elevation = spec.elevation
         return camera
 
-    def render(self, data: Any) -> np.ndarray:
-        """Render the current state of ``data`` into a new uint8 (height, width, 3) RGB array."""
+    def render(self, data: Any, markers: Sequence[Marker] = ()) -> np.ndarray:
+        """Render the current state of ``data`` (plus visual-only ``markers``) into a new uint8 (height,
+        width, 3) RGB array."""
         if self._renderer is None:
             raise RuntimeError("render() called after close()")
         self._renderer.update_scene(data, camera=self._camera)
+        scene = self._renderer.scene
+        for marker in markers:
+            if scene.ngeom >= scene.maxgeom:
+                break
+            self._mujoco.mjv_initGeom(scene.geoms[scene.ngeom], int(marker.kind), np.asarray(marker.size, np.float64),
+                                      np.asarray(marker.pos, np.float64), np.eye(3).reshape(-1),
+                                      np.asarray(marker.rgba, np.float32))
+            scene.ngeom += 1
         image = self._renderer.render()
         if self._fixed_id >= 0 and data.cam_xmat[self._fixed_id, 7] < 0:
             # The camera's up axis (column 1 of its frame) points down: the frame is upside down.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from robots.base import RobotEnv
+from robots.render import goal_markers
 
 
 class SawyerEnv(RobotEnv):
@@ -68,6 +69,14 @@ class SawyerEnv(RobotEnv):
 
     def _state(self) -> np.ndarray:
         return self._raw_obs[:4].astype(np.float32)
+
+    #: Tasks whose goal is in the air: drawn with a stem to the table (``robots.render.goal_markers``).
+    AIR_GOALS = ("reach-v3", "pick-place-v3")
+
+    def _markers(self) -> list:
+        if self.task.backend_task not in self.AIR_GOALS:
+            return []
+        return goal_markers(self._raw_obs[-3:], 0.0, (1.0, 0.0, 0.0, 1.0), radius=0.02)
 
     def privileged_state(self) -> np.ndarray:
         """MetaWorld's 39-d observation with the goal position (what ``metaworld.policies`` read)."""

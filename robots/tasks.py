@@ -20,7 +20,7 @@ from robots.render import CameraSpec
 #: Looks at the Sawyer's table from the front left, high enough to see drawer, door and window handles.
 SAWYER_CAMERA = CameraSpec(lookat=(0.0, 0.6, 0.1), distance=1.3, azimuth=-150.0, elevation=-40.0)
 #: Faces the Fetch across its table (robot at the back), high enough to keep goals in the air in view.
-FETCH_CAMERA = CameraSpec(lookat=(1.3, 0.75, 0.55), distance=1.3, azimuth=180.0, elevation=-40.0)
+FETCH_CAMERA = CameraSpec(lookat=(1.3, 0.75, 0.45), distance=1.0, azimuth=150.0, elevation=-60.0)
 #: The slide table is long: further back and higher, to keep the distant goal in view.
 FETCH_SLIDE_CAMERA = CameraSpec(lookat=(1.45, 0.75, 0.42), distance=1.5, azimuth=180.0, elevation=-50.0)
 
@@ -70,8 +70,9 @@ _SPECS = [
 TASKS: dict[str, TaskSpec] = {spec.env_id: spec for spec in _SPECS}
 #: Registered Gymnasium ids, in a stable order (Sawyer MT10, then Fetch).
 ENV_IDS: tuple[str, ...] = tuple(TASKS)
-#: The tasks of `make demo` (collect -> train -> evaluate on the same four): per robot one easy task the
-#: small CPU-trained policy can learn and one it mostly cannot.
+#: The tasks of `make demo` (collect -> train -> evaluate on the same four), two per robot: goals that
+#: are randomized every episode and must be seen (both reaches, the push goal), an object to move
+#: (the block of fetch-push, the drawer).
 DEMO_TASKS: tuple[str, ...] = (
     "xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0",
 )

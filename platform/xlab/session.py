@@ -26,4 +26,26 @@ def job_session(job: str, cfg: Any, use_ray: bool = True) -> Iterator[Any]:
         ray_cfg = getattr(cfg, "ray", None)
         init_ray(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None))
     with job_run(job, cfg, tracking_uri=uri) as run:
-        yield run
+        try:
+            yield run
+        finally:
+            _log_console(run.info.run_id)
+
+
+def _log_console(run_id: str) -> None:
+    """Attach the job's full console log (:mod:`xlab.console`), as written so far, to its MLflow run."""
+    import sys
+
+    from xlab.console import active_log
+
+    path = active_log()
+    if path is None or not path.exists():
+        return
+    import mlflow
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        mlflow.MlflowClient().log_artifact(run_id, str(path), "logs")
+    except Exception as e:  # the run's result must not be lost over its log
+        print(f"[xlab] could not attach the console log to the run: {e}")

@@ -136,7 +136,8 @@ def make_traj(length: int, h: int = 4, w: int = 5) -> Trajectory:
 def test_windows_front_pad_at_episode_start():
     traj = make_traj(5)
     tok = ActionTokenizer()
-    cols = episode_windows(traj, 3, tok, np.arange(384, dtype=np.float32), dataset_id=2, episode=7)
+    cols = episode_windows(traj, 3, tok, np.arange(384, dtype=np.float32), dataset_id=2, episode=7,
+                           drop_last=False)
     assert cols["image"].shape == (5, 3, 4, 5, 3) and cols["image"].dtype == np.uint8
     assert cols["pad_mask"].tolist() == [
         [False, False, True],

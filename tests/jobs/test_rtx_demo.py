@@ -26,9 +26,19 @@ def test_rtx_pipeline_end_to_end(mlflow_uri, tmp_path):
     dirs = [str(rlds / "xlab_sawyer" / "0.1.0"), str(rlds / "xlab_fetch" / "0.1.0")]
 
     r = run_cli("run", "train_policy", "--preset", "smoke", "--data.dataset_dirs", *dirs, "--train.steps", "40",
-                "--train.checkpoint_every", "20", "--registry.model_name", "demo-test-policy", env=env, timeout=600)
+                "--train.checkpoint_every", "20", "--train.eval_every", "20", "--train.eval_tasks", *tasks,
+                "--train.eval_episodes", "1", "--registry.model_name", "demo-test-policy", env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "models:/demo-test-policy@latest-train" in r.stdout
+    # Evaluated in simulation during training (steps 20 and 40); the best one has its own alias.
+    assert "success in simulation" in r.stdout and "models:/demo-test-policy@best-sim" in r.stdout
+    # The console shows xlab's lines; the full output is in the run's log file.
+    assert "oneDNN" not in r.stdout and "full log in logs/" in r.stdout
+    train_run = mlflow.search_runs(experiment_names=["train_policy"], filter_string="status = 'FINISHED'",
+                                   order_by=["start_time DESC"]).iloc[0]
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert [m.step for m in client.get_metric_history(train_run.run_id, "sim/success")] == [20, 40]
+    assert any(a.path.startswith("logs/") for a in client.list_artifacts(train_run.run_id, "logs"))
 
     r = run_cli("run", "eval_policy", "--preset", "smoke", "--policy", "models:/demo-test-policy@latest-train",
                 "--eval.tasks", *tasks, "--eval.episodes", "2", "--eval.max_steps", "30", "--eval.num_simulators", "2",

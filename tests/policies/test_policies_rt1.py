@@ -131,17 +131,37 @@ def test_efficientnet_b3_backbone_shape():
         out = net(torch.randn(1, 3, 64, 64), torch.randn(1, 384))
     assert out.shape == (1, 512, 2, 2)
     # The whole paper-sized policy at a small input.
-    policy = build_policy("rt1x-paper", image_size=64, history=2).eval()
+    policy = build_policy("rt1", image_size=64, history=2).eval()
     with torch.no_grad():
         logits = policy(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), torch.randn(1, 384))
-    assert logits.shape == (1, 2, 11, 256)
+    assert logits.shape == (1, 2, 1, 11, 256)
+    # RT-1-X's JAX layout: no TokenLearner (every cell of the 2x2 map a token), 512 bins.
+    rt1x = build_policy("rt1x", image_size=64, history=2).eval()
+    with torch.no_grad():
+        logits = rt1x(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), torch.randn(1, 384))
+    assert rt1x.config.image_tokens == 4 and logits.shape == (1, 2, 1, 11, 512)
 
 
-def test_preset_parameter_counts():
-    paper = build_policy("rt1x-paper")
-    assert 30e6 < paper.num_parameters() < 40e6  # RT-1 is about 35M
-    assert paper.config.backbone == "efficientnet-b3-film" and paper.config.history == 15
+def test_preset_parameter_counts_and_reference_settings():
+    rt1 = build_policy("rt1")
+    assert 30e6 < rt1.num_parameters() < 40e6  # RT-1 is about 35M
+    assert rt1.config.backbone == "efficientnet-b3-film" and rt1.config.history == 6
+    assert rt1.config.num_image_tokens == 8 and rt1.config.vocab_size == 256 and rt1.config.feed_forward == "linear"
+    assert rt1.config.bounds == "rt1"
+    rt1x = build_policy("rt1x").config
+    assert (rt1x.history, rt1x.num_image_tokens, rt1x.vocab_size, rt1x.attn_head_dim, rt1x.feed_forward) == (
+        15, 0, 512, 256, "swiglu")
+    assert not rt1x.image_pos_embedding and rt1x.action_chunk == 1  # the references' choices
     assert build_policy("rt1x-tiny").num_parameters() < build_policy("rt1x-small").num_parameters()
+
+
+def test_tokenizer_film_after_projection():
+    """RT-1's tokenizers end with a bias-free 1x1 projection and one more FiLM layer."""
+    from xlab.policies.film import SmallFiLMConvNet
+
+    net = SmallFiLMConvNet(384, 32, (8, 16))
+    assert net.out.bias is None and isinstance(net.out_film, FiLM)
+    assert EfficientNetB3FiLM(384, 64).out.bias is None
 
 
 # ---------------------------------------------------------------- training
@@ -258,13 +278,13 @@ def test_policy_session_steps_many_envs():
 
 # ---------------------------------------------------------------- registry
 def test_registry_presets_and_errors():
-    assert {"rt1x-tiny", "rt1x-small", "rt1x-paper"} <= set(POLICIES)
+    assert {"rt1x-tiny", "rt1x-small", "rt1x-demo", "rt1", "rt1x"} <= set(POLICIES)
     policy = build_policy("rt1x-small", dropout=0.0)
     assert isinstance(policy.config, RT1Config) and policy.config.dropout == 0.0
     assert policy.config.image_size == 64 and policy.config.history == 4
     with pytest.raises(UnknownPolicyError, match="rt1x-tiny") as err:
         build_policy("rt2")
-    assert isinstance(err.value, XlabError) and "rt1x-paper" in str(err.value)
+    assert isinstance(err.value, XlabError) and "rt1x-small" in str(err.value)
     with pytest.raises(UnknownPolicyError, match="not_a_field"):
         build_policy("rt1x-tiny", not_a_field=1)
     with pytest.raises(XlabError, match="backbone"):

@@ -17,6 +17,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from xlab.errors import XlabError
 
@@ -90,9 +91,18 @@ def dispatch(argv: list[str]) -> int:
             print(f"{name:<{width}}  {doc}")
         return 0
     if args.command == "run":
-        from xlab.cli.registry import run_job
+        import time
 
-        run_job(args.job, extra)
+        from xlab.cli.registry import run_job
+        from xlab.console import console_capture
+
+        if os.environ.get("XLAB_CONSOLE") == "off" or any(a in ("-h", "--help") for a in extra):
+            run_job(args.job, extra)
+            return 0
+        log_file = Path("logs") / f"{args.job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        print(f"[xlab] {args.job}: full log in {log_file} (XLAB_CONSOLE=all shows it all here)", flush=True)
+        with console_capture(log_file):
+            run_job(args.job, extra)
         return 0
     if args.command == "submit":
         from xlab.cli.submit import submit

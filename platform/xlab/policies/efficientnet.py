@@ -112,10 +112,12 @@ class EfficientNetB3FiLM(nn.Module):
         self.films = nn.ModuleList(films)
         head = round_filters(1280, width)
         self.head = nn.Sequential(nn.Conv2d(c_out, head, 1, bias=False), nn.BatchNorm2d(head), nn.SiLU())
-        self.out = nn.Conv2d(head, d_model, 1)
+        # RT-1 / RT-1-X: a bias-free 1x1 projection to the token width, FiLM-conditioned once more.
+        self.out = nn.Conv2d(head, d_model, 1, bias=False)
+        self.out_film = FiLM(embed_dim, d_model)
 
     def forward(self, images: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         x = self.stem(images)
         for block, film in zip(self.blocks, self.films, strict=True):
             x = film(block(x), embedding)
-        return self.out(self.head(x))
+        return self.out_film(self.out(self.head(x)), embedding)

@@ -9,8 +9,8 @@ EfficientNet block)::
     y = film(x, embedding)            # x [N, 64, H, W], embedding [N, 384] -> [N, 64, H, W]
 
 :class:`SmallFiLMConvNet` is the image tokenizer of the ``small-film`` backbone: a few strided
-conv blocks with FiLM after each, ending in a 1x1 conv to ``d_model`` channels (one token per
-spatial cell, like RT-1's 1x1 conv after EfficientNet).
+conv blocks with FiLM after each, ending in a bias-free 1x1 conv to ``d_model`` channels and one more FiLM (one token per
+spatial cell, like RT-1's 1x1 conv + FiLM after EfficientNet).
 """
 
 from __future__ import annotations
@@ -80,10 +80,12 @@ class SmallFiLMConvNet(nn.Module):
             blocks.append(_ConvBlock(c_in, c, embed_dim, stride=2))
             c_in = c
         self.blocks = nn.ModuleList(blocks)
-        self.out = nn.Conv2d(c_in, d_model, 1)
+        # As in RT-1's and RT-1-X's tokenizers: a bias-free 1x1 projection, then FiLM once more.
+        self.out = nn.Conv2d(c_in, d_model, 1, bias=False)
+        self.out_film = FiLM(embed_dim, d_model)
 
     def forward(self, images: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         x = images
         for block in self.blocks:
             x = block(x, embedding)
-        return self.out(x)
+        return self.out_film(self.out(x), embedding)

@@ -31,8 +31,13 @@ def rollout_policy(
     image_size: int | None = None,
     seed: int = 0,
     mode: str = "argmax",
+    execution: str = "ensemble",
 ) -> dict[str, dict[str, float]]:
-    """Success rate, episodes and mean length per env id for ``policy`` (argmax actions by default)."""
+    """Success rate, episodes and mean length per env id for ``policy`` (argmax actions by default).
+
+    Episode ``i`` of task ``t`` is seeded ``seed * 100000 + t * 1000 + i``, as ``eval_policy`` seeds them;
+    ``execution`` is how action chunks are executed (:class:`~xlab.policies.chunking.ChunkExecutor`).
+    """
     import gymnasium
 
     import robots
@@ -47,13 +52,14 @@ def rollout_policy(
             obs = [env.reset(seed=seed * 100_000 + t * 1_000 + i)[0] for i, env in enumerate(envs)]
             instruction = robots.get_task(env_id).instruction
             embedding = np.repeat(embed_instructions([instruction]), episodes, axis=0)
-            session = PolicySession(policy, episodes)
+            session = PolicySession(policy, episodes, execution=execution)
             done = np.zeros(episodes, bool)
             success = np.zeros(episodes, bool)
             steps = np.zeros(episodes, int)
             while not done.all():
                 frames = np.stack([o["image"] for o in obs])
-                actions = session.step(frames, embedding, mode=mode)
+                state = np.stack([o["state"] for o in obs]) if policy.config.state_dim else None
+                actions = session.step(frames, embedding, mode=mode, state=state)
                 for i, env in enumerate(envs):
                     if done[i]:
                         continue
@@ -70,22 +76,43 @@ def rollout_policy(
     return results
 
 
-def evaluate_in_ray(policy_dir: str, env_ids: Sequence[str], episodes: int = 10, seed: int = 0) -> dict:
-    """``rollout_policy`` for a saved policy, in a Ray task (a process without TensorFlow), one task per env id."""
+def _rollout_task(policy: Any, state: Any, env_id: str, episodes: int, seed: int, execution: str) -> dict:
+    """Ray task body of :func:`evaluate_in_ray`: ``policy`` a directory, or a config dict with ``state``."""
+    import torch
+
+    from xlab.policies import RT1Config, RT1Policy, load_policy
+
+    torch.set_num_threads(1)
+    if isinstance(policy, dict):
+        model = RT1Policy(RT1Config.from_dict(policy))
+        model.load_state_dict(state)
+        model.eval()
+    else:
+        model = load_policy(policy)
+    return rollout_policy(model, [env_id], episodes, seed=seed, execution=execution)
+
+
+def evaluate_in_ray(policy: Any, env_ids: Sequence[str], episodes: int = 10, seed: int = 0,
+                    execution: str = "ensemble", state: Any = None, wait: bool = True) -> Any:
+    """``rollout_policy`` in Ray tasks (processes without TensorFlow), one task per env id, outside any
+    placement group (called from a Tune trial or a Ray Train worker, tasks would otherwise be confined
+    to its bundle). ``policy``: a saved policy directory, or an ``RT1Config`` dict with its weights in
+    ``state`` (a state dict or its object ref: a training worker's weights through the object store).
+    With ``wait=False`` returns the task refs; :func:`merge_results` of their values is the result."""
     import ray
-
-    def _one(env_id: str) -> dict:
-        from xlab.policies import load_policy
-
-        return rollout_policy(load_policy(policy_dir), [env_id], episodes, seed=seed)
-
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    # Outside any placement group: called from a Tune trial, the tasks would otherwise be confined to
-    # the trial's own (tiny) bundle and never schedule.
-    task = ray.remote(num_cpus=1)(_one).options(
+    task = ray.remote(num_cpus=1)(_rollout_task).options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    if state is not None and not isinstance(state, ray.ObjectRef):
+        state = ray.put(state)
+    refs = [task.remote(policy, state, e, episodes, seed, execution) for e in env_ids]
+    return merge_results(ray.get(refs)) if wait else refs
+
+
+def merge_results(parts: Sequence[dict]) -> dict:
+    """One ``{env_id: result}`` dict from the per-task parts of :func:`evaluate_in_ray`."""
     out: dict = {}
-    for part in ray.get([task.remote(e) for e in env_ids]):
+    for part in parts:
         out.update(part)
     return out

@@ -44,8 +44,9 @@ from xlab.policies.token_learner import TokenLearner
 from xlab.policies.transformer import RT1Transformer, rt1_attention_mask
 
 BACKBONES = ("small-film", "efficientnet-b3-film")
+FEED_FORWARDS = ("gelu", "swiglu", "linear")
 BOUNDS: dict[str, ActionBounds] = {"rt1x": RT1X_BOUNDS, "rt1": RT1_BOUNDS}
-CONFIG_FILE, WEIGHTS_FILE, FORMAT = "config.json", "model.pt", "xlab.rt1"
+CONFIG_FILE, WEIGHTS_FILE, FORMAT, FORMAT_VERSION = "config.json", "model.pt", "xlab.rt1", 2
 # ImageNet statistics: what EfficientNet expects, and harmless for the small conv net.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -79,6 +80,15 @@ class RT1Config:
     head_dim: int | None = None
     film_channels: tuple[int, ...] = (32, 64, 128)
     token_learner_hidden: int = 64
+    feed_forward: str = "gelu"
+    """Transformer feed-forward: gelu (2-layer MLP), swiglu (RT-1-X JAX) or linear (RT-1 TF: one Dense)."""
+    image_pos_embedding: bool = True
+    """Learned position embedding on the feature map before TokenLearner: its attention pooling otherwise
+    keeps little of *where* a feature was (a reach target's position), since conv features are shift-equivariant."""
+    action_chunk: int = 1
+    """Actions predicted per frame: the next k steps (ACT/Octo-style chunking; 1 = RT-1)."""
+    state_dim: int = 0
+    """Proprioceptive state size fed as one extra token per frame (0: images + instruction only, as RT-1)."""
     name: str = ""  # preset it came from, for bookkeeping only
 
     def __post_init__(self) -> None:
@@ -89,8 +99,12 @@ class RT1Config:
             raise PolicyError(f"unknown action bounds {self.bounds!r}; choose one of {sorted(BOUNDS)}")
         if self.num_action_tokens != 11:
             raise PolicyError("num_action_tokens must be 11 (the RT-1 action tokenizer's layout)")
-        for field in ("image_size", "history", "embed_dim", "vocab_size", "num_image_tokens", "d_model",
-                      "num_layers", "num_heads", "ff_dim"):
+        if self.feed_forward not in FEED_FORWARDS:
+            raise PolicyError(f"unknown feed_forward {self.feed_forward!r}; choose one of {list(FEED_FORWARDS)}")
+        if self.num_image_tokens < 0 or self.state_dim < 0:
+            raise PolicyError("num_image_tokens and state_dim must be >= 0 (num_image_tokens 0: no TokenLearner)")
+        for field in ("image_size", "history", "embed_dim", "vocab_size", "d_model", "num_layers", "num_heads",
+                      "ff_dim", "action_chunk"):
             if int(getattr(self, field)) < 1:
                 raise PolicyError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.head_dim is None and self.d_model % self.num_heads:
@@ -103,8 +117,26 @@ class RT1Config:
         return self.head_dim or self.d_model // self.num_heads
 
     @property
+    def feature_map_size(self) -> int:
+        """Side of the backbone's feature map (small-film: /2 per block; EfficientNet: /32, rounded up)."""
+        size = self.image_size
+        for _ in range(len(self.film_channels) if self.backbone == "small-film" else 5):
+            size = (size + 1) // 2
+        return size
+
+    @property
+    def image_tokens(self) -> int:
+        """Image tokens per frame: TokenLearner's outputs, or every feature-map cell without it."""
+        return self.num_image_tokens or self.feature_map_size**2
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens per frame that action slots may attend to: image tokens plus the state token."""
+        return self.image_tokens + (1 if self.state_dim else 0)
+
+    @property
     def tokens_per_frame(self) -> int:
-        return self.num_image_tokens + self.num_action_tokens
+        return self.context_tokens + self.num_action_tokens
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -135,12 +167,18 @@ class RT1Policy(nn.Module):
             self.backbone: nn.Module = SmallFiLMConvNet(c.embed_dim, c.d_model, c.film_channels)
         else:
             self.backbone = EfficientNetB3FiLM(c.embed_dim, c.d_model)
-        self.token_learner = TokenLearner(c.d_model, c.num_image_tokens, c.token_learner_hidden)
+        m = c.feature_map_size
+        self.image_pos = nn.Parameter(torch.randn(c.d_model, m, m) * 0.02) if c.image_pos_embedding else None
+        self.token_learner = (TokenLearner(c.d_model, c.num_image_tokens, c.token_learner_hidden)
+                              if c.num_image_tokens else None)
+        self.state_proj = nn.Linear(c.state_dim, c.d_model) if c.state_dim else None
         # Action slots take learned queries as inputs, never previous actions (no action copying).
         self.action_queries = nn.Parameter(torch.randn(c.num_action_tokens, c.d_model) * 0.02)
         self.pos_embedding = nn.Parameter(torch.randn(c.history * c.tokens_per_frame, c.d_model) * 0.02)
-        self.transformer = RT1Transformer(c.d_model, c.num_layers, c.num_heads, c.attn_head_dim, c.ff_dim, c.dropout)
-        self.head = nn.Linear(c.d_model, c.vocab_size)
+        self.transformer = RT1Transformer(c.d_model, c.num_layers, c.num_heads, c.attn_head_dim, c.ff_dim, c.dropout,
+                                          c.feed_forward)
+        # One output per chunk step and action token: [..., k * vocab] -> [..., k, vocab].
+        self.head = nn.Linear(c.d_model, c.action_chunk * c.vocab_size)
         self.tokenizer = ActionTokenizer(BOUNDS[c.bounds], c.vocab_size)
         self.register_buffer("_mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
@@ -163,13 +201,19 @@ class RT1Policy(nn.Module):
         return (x - self._mean) / self._std
 
     def forward(
-        self, images: torch.Tensor, embedding: torch.Tensor, pad_mask: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        embedding: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Action-token logits ``[B, T, 11, vocab]`` for every frame of the window.
+        """Action-token logits ``[B, T, K, 11, vocab]`` for every frame of the window and chunk step.
 
         ``images`` ``[B, T, H, W, 3]``: uint8 in 0..255 or float in 0..1 (``T == config.history``);
         ``embedding`` ``[B, embed_dim]``; ``pad_mask`` ``[B, T]`` bool, ``True`` = real frame,
-        ``False`` = front padding (default: all real).
+        ``False`` = front padding (default: all real); ``state`` ``[B, T, state_dim]`` when the policy
+        takes proprioception (``config.state_dim > 0``). ``K = config.action_chunk``: logits ``[:, t, j]``
+        predict the action of step ``t + j``.
         """
         c = self.config
         if images.dim() != 5 or images.shape[-1] != 3:
@@ -183,53 +227,83 @@ class RT1Policy(nn.Module):
             pad_mask = torch.ones(b, t, dtype=torch.bool, device=images.device)
         x = self._frames(images.reshape(b * t, *images.shape[2:]))
         e = embedding.float().repeat_interleave(t, dim=0)  # every frame is conditioned on the instruction
-        tokens = self.token_learner(self.backbone(x, e)).view(b, t, c.num_image_tokens, c.d_model)
-        queries = self.action_queries.expand(b, t, -1, -1)
-        seq = torch.cat([tokens, queries], dim=2).reshape(b, t * c.tokens_per_frame, c.d_model)
+        features = self.backbone(x, e)
+        if self.image_pos is not None:
+            features = features + self.image_pos
+        if self.token_learner is not None:
+            tokens = self.token_learner(features)
+        else:  # every cell a token, as RT-1-X's JAX release (81 tokens of a 9x9 map)
+            tokens = features.flatten(2).transpose(1, 2)
+        parts = [tokens.reshape(b, t, c.image_tokens, c.d_model)]
+        if self.state_proj is not None:
+            if state is None or state.shape[:2] != (b, t) or state.shape[-1] != c.state_dim:
+                got = None if state is None else tuple(state.shape)
+                raise PolicyError(f"this policy takes state [{b}, {t}, {c.state_dim}], got {got}")
+            parts.append(self.state_proj(state.float())[:, :, None])
+        parts.append(self.action_queries.expand(b, t, -1, -1))
+        seq = torch.cat(parts, dim=2).reshape(b, t * c.tokens_per_frame, c.d_model)
         seq = seq + self.pos_embedding
-        mask = rt1_attention_mask(t, c.num_image_tokens, c.num_action_tokens, pad_mask.to(torch.bool))
+        mask = rt1_attention_mask(t, c.context_tokens, c.num_action_tokens, pad_mask.to(torch.bool))
         h = self.transformer(seq, mask).view(b, t, c.tokens_per_frame, c.d_model)
-        return self.head(h[:, :, c.num_image_tokens :])
+        logits = self.head(h[:, :, c.context_tokens:])  # [B, T, 11, K * V]
+        return logits.view(b, t, c.num_action_tokens, c.action_chunk, c.vocab_size).transpose(2, 3)
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Cross-entropy over the action tokens of the valid (non-padded) frames of a window batch.
+        """Cross-entropy over the action tokens of the valid frames and chunk steps of a window batch.
 
         ``batch``: ``image`` [B,T,H,W,3] uint8, ``embedding`` [B,E], ``pad_mask`` [B,T] bool,
-        ``window_tokens`` [B,T,11] long. Returns ``(loss, {"token_acc": scalar,
-        "token_acc_per_sample": [B]})``; accuracies are over valid frames x 11 tokens, detached.
+        ``window_tokens`` [B,T+K-1,11] long (the tokens of the window's steps and the ``K-1`` after it),
+        ``token_mask`` [B,T+K-1] bool (a valid action at that step; default: ``pad_mask``, K = 1), and
+        ``state`` [B,T,S] for policies that take it. Frame ``t``'s chunk step ``j`` is scored against
+        step ``t + j``. Returns ``(loss, {"token_acc": scalar, "token_acc_per_sample": [B],
+        "token_acc_per_token": [11]})``: accuracies over the valid (frame, step) pairs, detached.
         """
-        dev = self.device
+        dev, k = self.device, self.config.action_chunk
         pad_mask = _to_tensor(batch["pad_mask"], dev).to(torch.bool)
-        logits = self(_to_tensor(batch["image"], dev), _to_tensor(batch["embedding"], dev), pad_mask)
-        targets = _to_tensor(batch["window_tokens"], dev).long()
-        b, t, k, v = logits.shape
-        valid = pad_mask[:, :, None].expand(b, t, k).float()
-        ce = F.cross_entropy(logits.reshape(-1, v), targets.reshape(-1), reduction="none").view(b, t, k)
+        state = _to_tensor(batch["state"], dev) if self.config.state_dim else None
+        logits = self(_to_tensor(batch["image"], dev), _to_tensor(batch["embedding"], dev), pad_mask, state)
+        b, t, _, n, v = logits.shape
+        tokens = _to_tensor(batch["window_tokens"], dev).long()
+        token_mask = _to_tensor(batch.get("token_mask", pad_mask), dev).to(torch.bool)
+        if tokens.shape[1] != t + k - 1 or token_mask.shape[1] != t + k - 1:
+            raise PolicyError(f"window_tokens/token_mask must cover {t + k - 1} steps (history {t} + chunk {k} - 1), "
+                              f"got {tuple(tokens.shape)} / {tuple(token_mask.shape)}")
+        steps = torch.arange(t, device=dev)[:, None] + torch.arange(k, device=dev)[None, :]  # [T, K]
+        targets = tokens[:, steps]  # [B, T, K, 11]
+        valid = (pad_mask[:, :, None] & token_mask[:, steps])[..., None].expand(b, t, k, n).float()
+        ce = F.cross_entropy(logits.reshape(-1, v), targets.reshape(-1), reduction="none").view(b, t, k, n)
         loss = (ce * valid).sum() / valid.sum().clamp(min=1.0)
         with torch.no_grad():
             correct = (logits.argmax(dim=-1) == targets).float() * valid
-            per_sample = correct.sum(dim=(1, 2)) / valid.sum(dim=(1, 2)).clamp(min=1.0)
+            per_sample = correct.sum(dim=(1, 2, 3)) / valid.sum(dim=(1, 2, 3)).clamp(min=1.0)
+            per_token = correct.sum(dim=(0, 1, 2)) / valid.sum(dim=(0, 1, 2)).clamp(min=1.0)
             acc = correct.sum() / valid.sum().clamp(min=1.0)
-        return loss, {"token_acc": acc, "token_acc_per_sample": per_sample}
+        return loss, {"token_acc": acc, "token_acc_per_sample": per_sample, "token_acc_per_token": per_token}
 
     # ---------------------------------------------------------------- inference
-    def _window(self, images: Any, pad_mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch, front-pad or crop a window to ``history`` frames."""
+    def _window(self, images: Any, pad_mask: Any, state: Any = None) -> tuple[torch.Tensor, ...]:
+        """Batch, front-pad or crop a window (and its states) to ``history`` frames."""
         dev, t_model = self.device, self.config.history
         images = _to_tensor(images, dev)
+        if state is not None:
+            state = _to_tensor(state, dev).float()
         if images.dim() == 4:  # one environment: [T, H, W, 3]
             images = images[None]
             pad_mask = None if pad_mask is None else _to_tensor(pad_mask, dev)[None]
+            state = None if state is None else state[None]
         b, t = images.shape[:2]
         pad_mask = (torch.ones(b, t, dtype=torch.bool, device=dev) if pad_mask is None
                     else _to_tensor(pad_mask, dev).to(torch.bool).reshape(b, t))
         if t > t_model:  # keep the most recent frames
             images, pad_mask = images[:, -t_model:], pad_mask[:, -t_model:]
+            state = None if state is None else state[:, -t_model:]
         elif t < t_model:  # front-pad, as at an episode start
             pad = t_model - t
             images = torch.cat([images.new_zeros(b, pad, *images.shape[2:]), images], dim=1)
             pad_mask = torch.cat([pad_mask.new_zeros(b, pad), pad_mask], dim=1)
-        return images, pad_mask
+            if state is not None:
+                state = torch.cat([state.new_zeros(b, pad, state.shape[-1]), state], dim=1)
+        return images, pad_mask, state
 
     @torch.no_grad()
     def act_tokens(
@@ -241,20 +315,23 @@ class RT1Policy(nn.Module):
         pad_mask: Any = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        state: Any = None,
     ) -> torch.Tensor:
-        """Action tokens ``[B, 11]`` of the last frame (arguments as in :meth:`act`)."""
+        """Action tokens ``[B, K, 11]`` of the last frame's chunk (arguments as in :meth:`act`)."""
         if mode not in ("argmax", "sample"):
             raise PolicyError(f"mode must be 'argmax' or 'sample', got {mode!r}")
         if isinstance(observation_history, Mapping):
             if pad_mask is None:
                 pad_mask = observation_history.get("pad_mask")
+            if state is None:
+                state = observation_history.get("state")
             observation_history = observation_history["image"]
-        images, pad_mask = self._window(observation_history, pad_mask)
+        images, pad_mask, state = self._window(observation_history, pad_mask, state)
         emb = _to_tensor(instruction_embedding, self.device).float().reshape(images.shape[0], -1)
         was_training = self.training
         self.eval()  # no dropout at inference
         try:
-            logits = self(images, emb, pad_mask)[:, -1]  # [B, 11, V]
+            logits = self(images, emb, pad_mask, state)[:, -1]  # [B, K, 11, V]
         finally:
             self.train(was_training)
         if mode == "argmax":
@@ -267,6 +344,22 @@ class RT1Policy(nn.Module):
         flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
         return flat.view(probs.shape[:-1])
 
+    def act_chunk(
+        self,
+        observation_history: Any,
+        instruction_embedding: Any,
+        mode: str = "argmax",
+        temperature: float = 1.0,
+        pad_mask: Any = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        state: Any = None,
+    ) -> dict[str, np.ndarray]:
+        """RT-1 action dicts of the next ``K`` steps after the LAST frame of each window, numpy ``[B, K, ...]``."""
+        tokens = self.act_tokens(observation_history, instruction_embedding, mode, temperature, pad_mask,
+                                 seed, generator, state)
+        return self.tokenizer.detokenize(tokens.cpu().numpy())
+
     def act(
         self,
         observation_history: Any,
@@ -276,26 +369,29 @@ class RT1Policy(nn.Module):
         pad_mask: Any = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        state: Any = None,
     ) -> dict[str, np.ndarray]:
         """RT-1 action dict for the LAST frame of each window, numpy arrays ``[B, ...]``.
 
         ``observation_history``: images ``[B, T, H, W, 3]`` (uint8 numpy or torch; ``[T, H, W, 3]``
-        for one environment), or a dict with ``image`` and optional ``pad_mask``. Windows shorter
-        than ``history`` are front-padded, longer ones keep their last frames.
+        for one environment), or a dict with ``image`` and optional ``pad_mask`` / ``state``. Windows
+        shorter than ``history`` are front-padded, longer ones keep their last frames. ``state``
+        ``[B, T, state_dim]`` for policies that take proprioception.
         ``instruction_embedding``: ``[B, E]``. ``mode="argmax"`` is deterministic; ``"sample"``
         draws from ``softmax(logits / temperature)`` using ``generator``, a fresh one seeded with
-        ``seed``, or torch's global RNG.
+        ``seed``, or torch's global RNG. A chunking policy's first chunk step is the current action
+        (:meth:`act_chunk` returns all ``K``).
         """
-        tokens = self.act_tokens(observation_history, instruction_embedding, mode, temperature, pad_mask,
-                                 seed, generator)
-        return self.tokenizer.detokenize(tokens.cpu().numpy())
+        chunk = self.act_chunk(observation_history, instruction_embedding, mode, temperature, pad_mask, seed,
+                               generator, state)
+        return {k: v[:, 0] for k, v in chunk.items()}
 
     # ---------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.pt`` (CPU state dict) to ``directory``; returns it."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "version": 1, "class": "RT1Policy", "config": self.config.to_dict()}
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "class": "RT1Policy", "config": self.config.to_dict()}
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         torch.save(state, path / WEIGHTS_FILE)
@@ -311,6 +407,9 @@ def load_policy(directory: str | Path, map_location: str | torch.device = "cpu")
     meta = json.loads(cfg_file.read_text())
     if meta.get("format") != FORMAT:
         raise PolicyError(f"{cfg_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version") != FORMAT_VERSION:
+        raise PolicyError(f"{cfg_file} is policy format version {meta.get('version')}, this xlab reads version "
+                          f"{FORMAT_VERSION} (the architecture changed): train the policy again")
     policy = RT1Policy(RT1Config.from_dict(meta["config"]))
     policy.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
     return policy.to(map_location).eval()
@@ -349,12 +448,13 @@ class HistoryBuffer:
         return np.arange(self.history)[None, :] >= (self.history - self._count)[:, None]
 
     def push(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Append one frame per environment (``[num_envs, H, W, 3]``); return the windows and pad mask."""
+        """Append one frame per environment (``[num_envs, H, W, 3]``, or any ``[num_envs, ...]`` such as
+        proprio states); return the windows ``[num_envs, T, ...]`` and the pad mask."""
         if isinstance(images, torch.Tensor):
             images = images.detach().cpu().numpy()
         images = np.asarray(images)
-        if images.shape[0] != self.num_envs or images.ndim != 4:
-            raise PolicyError(f"push expects [{self.num_envs}, H, W, 3] frames, got {images.shape}")
+        if images.ndim < 2 or images.shape[0] != self.num_envs:
+            raise PolicyError(f"push expects one frame per environment [{self.num_envs}, ...], got {images.shape}")
         if self._frames is None or self._frames.shape[2:] != images.shape[1:]:
             self._frames = np.zeros((self.num_envs, self.history, *images.shape[1:]), dtype=images.dtype)
             self._count[:] = 0  # a new frame shape means new episodes
@@ -367,25 +467,60 @@ class HistoryBuffer:
         return self._frames.copy(), mask
 
 
+def fit_state(states: Any, dim: int) -> np.ndarray:
+    """Proprio states ``[..., D]`` cut or zero-padded to ``[..., dim]`` float32 (how datasets of robots
+    with different state sizes share one policy input; :func:`xlab.data.rlds.windows.episode_windows` pads
+    training windows the same way)."""
+    states = np.asarray(states, np.float32)
+    out = np.zeros((*states.shape[:-1], dim), np.float32)
+    d = min(dim, states.shape[-1])
+    out[..., :d] = states[..., :d]
+    return out
+
+
 class PolicySession:
-    """A policy plus a :class:`HistoryBuffer`: call :meth:`step` once per control step for all envs.
+    """A policy plus per-environment history buffers and a chunk executor: call :meth:`step` once per
+    control step for all envs.
 
     ::
 
         session = PolicySession(policy, num_envs=8)
         action = session.step(frames, embeddings)   # frames [8, H, W, 3] -> RT-1 dict, numpy [8, ...]
         session.reset(i)                            # when environment i's episode ends
+
+    ``execution`` says how a chunking policy's chunks become actions
+    (:class:`~xlab.policies.chunking.ChunkExecutor`; irrelevant when ``action_chunk == 1``).
+    Policies with ``state_dim > 0`` need ``state`` ``[num_envs, D]`` at every step.
     """
 
-    def __init__(self, policy: RT1Policy, num_envs: int):
+    def __init__(self, policy: RT1Policy, num_envs: int, execution: str = "ensemble"):
+        from xlab.policies.chunking import ChunkExecutor
+
         self.policy = policy
         self.buffer = HistoryBuffer(num_envs, policy.config.history)
+        self.states = HistoryBuffer(num_envs, policy.config.history) if policy.config.state_dim else None
+        self.executor = ChunkExecutor(num_envs, policy.config.action_chunk, execution)
 
     def reset(self, env: int | Sequence[int] | None = None) -> None:
         self.buffer.reset(env)
+        self.executor.reset(env)
+        if self.states is not None:
+            self.states.reset(env)
 
     def step(self, images: Any, instruction_embedding: Any, mode: str = "argmax", temperature: float = 1.0,
-             seed: int | None = None) -> dict[str, np.ndarray]:
+             seed: int | None = None, state: Any = None) -> dict[str, np.ndarray]:
         window, pad_mask = self.buffer.push(images)
-        return self.policy.act(window, instruction_embedding, mode=mode, temperature=temperature,
-                               pad_mask=pad_mask, seed=seed)
+        state_window = None
+        if self.states is not None:
+            if state is None:
+                raise PolicyError(f"this policy takes proprio state ({self.policy.config.state_dim}-d): pass state=")
+            state_window, _ = self.states.push(fit_state(state, self.policy.config.state_dim))
+        query = np.flatnonzero(self.executor.needs_query())
+        if len(query):
+            emb = np.asarray(instruction_embedding)
+            chunk = self.policy.act_chunk(window[query], emb[query], mode=mode, temperature=temperature,
+                                          pad_mask=pad_mask[query], seed=seed,
+                                          state=None if state_window is None else state_window[query])
+            self.executor.add(query, chunk)
+        actions = [self.executor.next(i) for i in range(self.buffer.num_envs)]
+        return {k: np.stack([a[k] for a in actions]) for k in actions[0]}

@@ -48,6 +48,8 @@ class DataConfig:
     """Instruction embedding backend for datasets without stored embeddings (None: the default)."""
     shuffle_buffer: int = 256
     """Rows in each worker's local shuffle buffer (0: no extra shuffle)."""
+    drop_last: bool = True
+    """Drop the window ending on each episode's last step (its action is not valid in RLDS; RT-1-X's notebook)."""
 
     def __post_init__(self) -> None:
         check(len(self.dataset_dirs) >= 1, "data.dataset_dirs", "name at least one RLDS dataset directory")
@@ -70,6 +72,18 @@ class PolicyConfig:
     """Override of the preset's image size (0: keep the preset's)."""
     dropout: float = -1.0
     """Override of the preset's dropout (-1: keep the preset's)."""
+    action_chunk: int = 0
+    """Override of the preset's action chunk: predict the next k actions per frame (0: keep the preset's)."""
+    state_dim: int = -1
+    """Override of the preset's proprio input size (0: none, as RT-1; -1: keep the preset's)."""
+    image_pos_embedding: str = ""
+    """Override of the preset's feature-map position embedding: on, off ('': keep the preset's)."""
+
+    def __post_init__(self) -> None:
+        check(self.action_chunk >= 0, "policy.action_chunk", f"must be >= 0, got {self.action_chunk}")
+        check(self.state_dim >= -1, "policy.state_dim", f"must be >= -1, got {self.state_dim}")
+        check(self.image_pos_embedding in ("", "on", "off"), "policy.image_pos_embedding",
+              f"must be on, off or '' (the preset's), got {self.image_pos_embedding!r}")
 
     def overrides(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -79,6 +93,12 @@ class PolicyConfig:
             out["image_size"] = self.image_size
         if self.dropout >= 0:
             out["dropout"] = self.dropout
+        if self.action_chunk:
+            out["action_chunk"] = self.action_chunk
+        if self.state_dim >= 0:
+            out["state_dim"] = self.state_dim
+        if self.image_pos_embedding:
+            out["image_pos_embedding"] = self.image_pos_embedding == "on"
         return out
 
 
@@ -107,6 +127,22 @@ class PolicyTrainConfig:
     """Where Ray Train keeps checkpoints (default: $XLAB_STORAGE_PATH or ./ray_results; shared on clusters)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
+    lr_schedule: str = "constant"
+    """constant, or cosine (decay to 0 at train.steps); both after train.warmup_steps of linear warm-up."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    augment_shift: int = 0
+    """Random-shift augmentation: pad each window's frames by this many pixels and crop back at a random
+    offset (DrQ; RT-1 pads and randomly crops). 0: off."""
+    eval_every: int = 0
+    """Evaluate the policy in simulation every this many steps (0: never), in Ray tasks outside the workers'
+    resources; success is logged as sim/success curves and the best policy is registered as @best-sim."""
+    eval_tasks: tuple[str, ...] = ()
+    """Env ids evaluated during training (the tasks of the training data)."""
+    eval_episodes: int = 5
+    """Episodes per task in each evaluation during training."""
+    eval_execution: str = "ensemble"
+    """How action chunks are executed in those evaluations: ensemble, open-loop or first."""
     inject_failure_at: int = 0
     """Fault-tolerance check: the last rank exits abruptly at this step, once per run (0: never)."""
 
@@ -121,6 +157,15 @@ class PolicyTrainConfig:
         check(self.parallel_strategy in ("ddp", "fsdp"), "train.parallel_strategy",
               f"must be ddp or fsdp, got {self.parallel_strategy!r}")
         check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
+        check(self.lr_schedule in ("constant", "cosine"), "train.lr_schedule",
+              f"must be constant or cosine, got {self.lr_schedule!r}")
+        check(self.warmup_steps >= 0 and self.augment_shift >= 0 and self.eval_every >= 0, "train",
+              "warmup_steps, augment_shift and eval_every must be >= 0")
+        check(not self.eval_every or self.eval_tasks, "train.eval_tasks",
+              "name the env ids to evaluate when train.eval_every > 0")
+        check(self.eval_episodes >= 1, "train.eval_episodes", f"must be >= 1, got {self.eval_episodes}")
+        check(self.eval_execution in ("ensemble", "open-loop", "first"), "train.eval_execution",
+              f"must be ensemble, open-loop or first, got {self.eval_execution!r}")
 
 
 @dataclasses.dataclass
@@ -129,6 +174,8 @@ class RegistryConfig:
     """Registered MLflow model name ('' skips logging the model)."""
     alias: str = "latest-train"
     """Alias set on the new version (serving loads models:/NAME@ALIAS)."""
+    best_alias: str = "best-sim"
+    """Alias of the version with the best success in simulation during training (train.eval_every > 0)."""
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -159,29 +206,51 @@ def check_dataset_dirs(dirs: tuple[str, ...] | list[str]) -> list[Path]:
     return out
 
 
-def build_dataset(cfg: Any, window: int, image_size: int) -> tuple[Any, list[str], list[Path]]:
+def build_dataset(
+    data: DataConfig, *, window: int, image_size: int, seed: int = 0, chunk: int = 1, state_dim: int = 0
+) -> tuple[Any, list[str], list[Path]]:
     """The Ray Data mixture of tokenized windows; returns (dataset, dataset names, dataset dirs).
 
-    ``cfg`` is a job config with ``data`` (:class:`DataConfig`) and ``seed``. Datasets whose mixture
-    weight is 0 are left out (a single-embodiment run of the cross-embodiment experiment).
+    Windows of ``window`` frames at ``image_size`` px with ``chunk`` action steps each (and the
+    ``state`` column when ``state_dim > 0``). Datasets whose mixture weight is 0 are left out (a
+    single-embodiment run of the cross-embodiment experiment).
     """
     from xlab.data.rlds import read_rlds_windows
 
-    dirs = check_dataset_dirs(cfg.data.dataset_dirs)
-    names = dataset_names(cfg.data.dataset_dirs)
-    weights = cfg.data.weights or (1.0,) * len(dirs)
+    dirs = check_dataset_dirs(data.dataset_dirs)
+    names = dataset_names(data.dataset_dirs)
+    weights = data.weights or (1.0,) * len(dirs)
     kept = [i for i, w in enumerate(weights) if w > 0]
     names, dirs, weights = [names[i] for i in kept], [dirs[i] for i in kept], [weights[i] for i in kept]
     ds = read_rlds_windows(
         {n: str(d) for n, d in zip(names, dirs, strict=True)},
         mixture=list(zip(names, weights, strict=True)),
-        window=window, image_size=(image_size, image_size), seed=cfg.seed,
-        embedding_backend=cfg.data.embedding_backend,
+        window=window, image_size=(image_size, image_size), seed=seed,
+        embedding_backend=data.embedding_backend, chunk=chunk, drop_last=data.drop_last, state_dim=state_dim,
     )
     return ds, names, dirs
 
 
 # ------------------------------------------------------------------------------------------- worker
+
+class NonFiniteLossError(XlabError):
+    """The training loss became NaN or infinite: the run fails instead of registering a diverged policy."""
+
+
+def lr_factor(tc: PolicyTrainConfig) -> Any:
+    """The learning-rate multiplier per step: linear warm-up, then constant or cosine decay to 0."""
+    import math
+
+    def factor(step: int) -> float:
+        if step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        if tc.lr_schedule == "cosine":
+            progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
 
 def _loss_module(policy: Any) -> Any:
     """``policy.loss`` as a module's forward, so DDP's forward hook runs (gradients get all-reduced)."""
@@ -212,6 +281,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from xlab.data.rlds import iter_torch_window_batches
     from xlab.optim import build_optimizer
     from xlab.policies import build_policy
+    from xlab.policies.augment import random_shift
     from xlab.track import Tracker
 
     tc: PolicyTrainConfig = config["train"]
@@ -225,16 +295,29 @@ def train_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(_loss_module(policy), parallel_strategy=tc.parallel_strategy)
     optimizer = build_optimizer(config["optim"], model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
+    sim_eval = None
+    if rank == 0 and tc.eval_every:
+        from xlab.policies.sim_eval import SimEvaluator
+
+        sim_eval = SimEvaluator(tc.eval_tasks, tc.eval_episodes, tc.eval_execution, policy.config.to_dict(),
+                                config["seed"])
+    shift_rng = torch.Generator().manual_seed(config["seed"] * 7919 + rank)
 
     step, resumed_from, restarts = 0, [], 0
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=True)
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
         step, resumed_from = int(state["step"]), list(state.get("resumed_from", [])) + [int(state["step"])]
         restarts = int(state.get("restarts", 0)) + 1
+        scheduler.last_epoch = step  # the schedule continues where the checkpoint was taken
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * lr_factor(tc)(step)
+        if sim_eval is not None:
+            sim_eval.restore(state.get("best_sim"))
     tracker = None
     if config["run_id"]:
         import mlflow
@@ -251,6 +334,7 @@ def train_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     # Interval accumulators: loss sum, samples, token-acc sum; per dataset: acc sum, samples.
     acc = torch.zeros(3 + 2 * n_ds, dtype=torch.float64)
+    token_acc, token_acc_batches = torch.zeros(11, dtype=torch.float64), 0
     samples_seen, t_start, t_steady, steady_step = 0, time.perf_counter(), None, None
     epoch = 0
     model.train()
@@ -262,14 +346,22 @@ def train_worker(config: dict[str, Any]) -> None:
             local_shuffle_seed=config["seed"] * 1000 + epoch * 10 + rank if config["shuffle_buffer"] else None,
         ):
             batches += 1
+            if tc.augment_shift:
+                batch["image"] = random_shift(batch["image"], tc.augment_shift, shift_rng)
             batch = {k: v.to(device) for k, v in batch.items()}
             loss, metrics = model(batch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"rank {rank}: the training loss is {loss.item()} at step {step + 1}; "
+                                         "lower optim.lr or raise train.grad_clip (no policy is registered)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
+            scheduler.step()
             step += 1
+            token_acc += metrics["token_acc_per_token"].detach().double().cpu()
+            token_acc_batches += 1
             n = batch["window_tokens"].shape[0]
             samples_seen += n
             per_sample = metrics["token_acc_per_sample"].detach().double().cpu()
@@ -300,7 +392,13 @@ def train_worker(config: dict[str, Any]) -> None:
                 acc.zero_()
                 row = {"train/loss": total[0].item() / max(total[1].item(), 1),
                        "train/token_acc": total[2].item() / max(total[1].item(), 1),
-                       "train/epoch": float(epoch)}
+                       "train/epoch": float(epoch), "train/lr": optimizer.param_groups[0]["lr"]}
+                if token_acc_batches:  # rank 0's share: the varying tokens, not the 8 constant ones
+                    per_token = token_acc / token_acc_batches
+                    row["train/token_acc/world_vector"] = per_token[1:4].mean().item()
+                    row["train/token_acc/gripper"] = per_token[7].item()
+                    token_acc.zero_()
+                    token_acc_batches = 0
                 for i, name in enumerate(names):
                     if total[3 + n_ds + i] > 0:
                         row[f"train/token_acc/{name}"] = total[3 + i].item() / total[3 + n_ds + i].item()
@@ -310,8 +408,19 @@ def train_worker(config: dict[str, Any]) -> None:
                 if tracker is not None:
                     tracker.log_metrics(row, step)
                 if rank == 0 and (step % (tc.log_every * 5) == 0 or step == tc.steps):
-                    shown = "  ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in row.items())
+                    shown = "  ".join(f"{k.split('/', 1)[1]} {v:.3g}" for k, v in row.items()
+                                      if k in ("train/loss", "train/token_acc", "train/token_acc/world_vector"))
                     print(f"[train_policy] step {step}/{tc.steps}  {shown}", flush=True)
+            if sim_eval is not None:
+                if step % tc.eval_every == 0 or step == tc.steps:
+                    sim_eval.submit(step, policy)
+                for done_step, success in sim_eval.poll(wait=step == tc.steps):
+                    if tracker is not None:
+                        tracker.log_metrics(success, done_step)
+                    per_task = "  ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in success.items()
+                                         if k.startswith("sim/success/"))
+                    print(f"[train_policy] step {done_step}: success in simulation {success['sim/success']:.2f} "
+                          f"({per_task})", flush=True)
             # ray.train.report is a barrier through Ray Train's controller and cost ~1 s per call here
             # (10x the step time of a small policy), so metrics go to MLflow directly above and Ray Train
             # only hears about checkpoints (with the metrics of that step).
@@ -326,6 +435,8 @@ def train_worker(config: dict[str, Any]) -> None:
                             "policy_overrides": config["policy_overrides"],
                             "seconds": time.perf_counter() - t_start,
                         }
+                        if sim_eval is not None:
+                            state["best_sim"] = sim_eval.best
                         torch.save(state, Path(d) / CHECKPOINT_FILE)
                         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
                     else:
@@ -400,6 +511,6 @@ def fit_policy(
     finally:
         _failure_marker(run_name).unlink(missing_ok=True)
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     return {"state": state, "metrics": dict(result.metrics or {}), "seconds": time.perf_counter() - t0,
             "checkpoint_path": result.checkpoint.path, "storage": storage, "run_name": run_name}

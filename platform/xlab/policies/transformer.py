@@ -83,17 +83,41 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, length, -1))
 
 
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward ``W2 (silu(W1 x) * W3 x)`` (RT-1-X's JAX release)."""
+
+    def __init__(self, d_model: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.gate_up = nn.Linear(d_model, 2 * ff_dim)
+        self.down = nn.Linear(ff_dim, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.drop(F.silu(gate) * up))
+
+
+def feed_forward(kind: str, d_model: int, ff_dim: int, dropout: float) -> nn.Module:
+    """``gelu``: Linear-GELU-Linear; ``swiglu``: :class:`SwiGLU`; ``linear``: one Dense layer (RT-1's TF code)."""
+    if kind == "gelu":
+        return nn.Sequential(nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
+    if kind == "swiglu":
+        return SwiGLU(d_model, ff_dim, dropout)
+    if kind == "linear":
+        return nn.Linear(d_model, d_model)
+    raise ValueError(f"unknown feed-forward {kind!r}; choose gelu, swiglu or linear")
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm transformer layer: masked self-attention and a feed-forward block, both residual."""
 
-    def __init__(self, d_model: int, num_heads: int, head_dim: int, ff_dim: int, dropout: float):
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, ff_dim: int, dropout: float,
+                 ff: str = "gelu"):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
         self.attn = Attention(d_model, num_heads, head_dim, dropout)
         self.norm2 = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(
-            nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
-        )
+        self.ff = feed_forward(ff, d_model, ff_dim, dropout)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -104,10 +128,11 @@ class DecoderLayer(nn.Module):
 class RT1Transformer(nn.Module):
     """Stack of :class:`DecoderLayer` with a final LayerNorm: ``[B, L, d]`` + mask -> ``[B, L, d]``."""
 
-    def __init__(self, d_model: int, num_layers: int, num_heads: int, head_dim: int, ff_dim: int, dropout: float):
+    def __init__(self, d_model: int, num_layers: int, num_heads: int, head_dim: int, ff_dim: int, dropout: float,
+                 ff: str = "gelu"):
         super().__init__()
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, num_heads, head_dim, ff_dim, dropout) for _ in range(num_layers)
+            DecoderLayer(d_model, num_heads, head_dim, ff_dim, dropout, ff) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
 

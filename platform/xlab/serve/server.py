@@ -85,6 +85,7 @@ class PolicyServer:
     def info(self) -> dict[str, Any]:
         cfg = self.policy.config
         return {"policy": self.policy_ref, "history": int(cfg.history), "image_size": int(cfg.image_size),
+                "action_chunk": int(cfg.action_chunk), "state_dim": int(cfg.state_dim),
                 "device": self.device, "pid": os.getpid(), "max_batch_size": self.max_batch_size}
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
@@ -118,7 +119,9 @@ class PolicyServer:
 
     async def act(self, request: dict[str, Any]) -> dict[str, np.ndarray]:
         """One caller's request: ``images`` [B, T, H, W, 3] uint8, ``pad_mask`` [B, T], ``instruction``
-        (str or B strs), optional ``mode`` ("argmax"/"sample"), ``client`` id. Returns RT-1 actions [B, ...]."""
+        (str or B strs), optional ``mode`` ("argmax"/"sample"), ``client`` id, ``state`` [B, T, D] for
+        policies that take proprioception, ``chunk`` (True: return the whole predicted chunk).
+        Returns RT-1 actions ``[B, ...]``, or ``[B, K, ...]`` with ``chunk``."""
         self._expect(str(request.get("client", "")))
         return await self.act_batch(request)
 
@@ -126,35 +129,39 @@ class PolicyServer:
     async def act_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
         import torch
 
+        from xlab.policies.rt1 import fit_state
+
         sizes = [len(r["images"]) for r in requests]
         images = np.concatenate([np.asarray(r["images"], np.uint8) for r in requests])
         pad = np.concatenate([np.asarray(r["pad_mask"], bool) for r in requests])
+        state_dim = int(self.policy.config.state_dim)
+        state = None
+        if state_dim:
+            state = np.concatenate([fit_state(r["state"], state_dim) for r in requests])
         instructions: list[str] = []
         for r, n in zip(requests, sizes, strict=True):
             ins = r["instruction"]
             instructions.extend([ins] * n if isinstance(ins, str) else list(ins))
         emb = self._embed(instructions)
-        modes = {r.get("mode", "argmax") for r in requests}
+        rows = np.concatenate([[r.get("mode", "argmax")] * n for r, n in zip(requests, sizes, strict=True)])
         t0 = time.perf_counter()
+        actions: dict[str, np.ndarray] = {}
         with torch.inference_mode():
-            if len(modes) == 1:
-                actions = self.policy.act(images, emb, mode=modes.pop(), pad_mask=pad, generator=self._generator)
-            else:  # mixed modes in one batch: per-row mode, two passes
-                rows = np.concatenate([[r.get("mode", "argmax")] * n for r, n in zip(requests, sizes, strict=True)])
-                actions = {}
-                for mode in ("argmax", "sample"):
-                    sel = rows == mode
-                    if sel.any():
-                        part = self.policy.act(images[sel], emb[sel], mode=mode, pad_mask=pad[sel],
-                                               generator=self._generator)
-                        for k, v in part.items():
-                            actions.setdefault(k, np.zeros((len(rows), *v.shape[1:]), v.dtype))[sel] = v
+            for mode in ("argmax", "sample"):  # one pass per mode present (mixed modes: two passes)
+                sel = rows == mode
+                if not sel.any():
+                    continue
+                part = self.policy.act_chunk(images[sel], emb[sel], mode=mode, pad_mask=pad[sel],
+                                             generator=self._generator, state=None if state is None else state[sel])
+                for k, v in part.items():
+                    actions.setdefault(k, np.zeros((len(rows), *v.shape[1:]), v.dtype))[sel] = v
         self._forward_s += time.perf_counter() - t0
         self._batch_sizes[len(requests)] += 1
         self._rows += len(images)
         out, start = [], 0
-        for n in sizes:
-            out.append({k: v[start:start + n] for k, v in actions.items()})
+        for r, n in zip(requests, sizes, strict=True):
+            part = {k: v[start:start + n] for k, v in actions.items()}
+            out.append(part if r.get("chunk") else {k: v[:, 0] for k, v in part.items()})
             start += n
         return out
 

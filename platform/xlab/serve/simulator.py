@@ -75,12 +75,15 @@ class Simulator:
     """Body of the simulator actor (``SimulatorActor = ray.remote(...)(Simulator)``); one process each."""
 
     def __init__(self, server_app: str | None = None, image_size: int = 0, history: int = 0,
-                 server_retries: int = 20, name: str = "") -> None:
+                 server_retries: int = 20, name: str = "", execution: str = "ensemble") -> None:
         self.server_app = server_app
+        self.camera_size = image_size
         self.image_size = image_size
         self.history = history
         self.max_server_retries = server_retries
         self.name = name or f"sim-{os.getpid()}"
+        self.execution = execution
+        self.action_chunk, self.state_dim = 1, 0
         self._handle = None
         self._envs: dict[str, list[Any]] = {}
         if server_app:
@@ -88,31 +91,48 @@ class Simulator:
 
             self._handle = serve.get_app_handle(server_app)
             info = self._handle.info.remote().result(timeout_s=300)
-            self.image_size = self.image_size or int(info["image_size"])
+            self.image_size = int(info["image_size"])  # what the policy takes
+            self.camera_size = self.camera_size or self.image_size  # what the simulator renders
             self.history = self.history or int(info["history"])
+            self.action_chunk = int(info.get("action_chunk", 1))
+            self.state_dim = int(info.get("state_dim", 0))
 
     def pid(self) -> int:
         return os.getpid()
 
-    def _env(self, env_id: str, slot: int, max_steps: int) -> Any:
+    def _env(self, env_id: str, slot: int, max_steps: int, images: bool = True) -> Any:
         import gymnasium
 
-        envs = self._envs.setdefault(f"{env_id}/{max_steps}", [])
+        envs = self._envs.setdefault(f"{env_id}/{max_steps}/{images}", [])
         while len(envs) <= slot:
             kwargs = {"max_episode_steps": max_steps} if max_steps else {}
-            envs.append(gymnasium.make(env_id, image_size=self.image_size or 64, **kwargs))
+            # Scripted and random references see no images: physics alone runs ~20x faster than rendering.
+            size = (self.camera_size or 64) if images else None
+            envs.append(gymnasium.make(env_id, image_size=size, **kwargs))
         return envs[slot]
 
+    def _frames(self, images: np.ndarray) -> np.ndarray:
+        """Camera frames as the policy takes them: resized exactly as training windows are (if sizes differ)."""
+        if images.shape[1] == self.image_size and images.shape[2] == self.image_size:
+            return images
+        from xlab.data.rlds.transforms import resize_images
+
+        return resize_images(images, (self.image_size, self.image_size))
+
     def _request(self, windows: np.ndarray, pad: np.ndarray, instructions: list[str], mode: str,
-                 result_counters: list[EpisodeResult]) -> dict[str, np.ndarray]:
-        """Ask the server for actions; on a dead replica back off and retry (counted per episode)."""
+                 result_counters: list[EpisodeResult], state: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Ask the server for action chunks ``[B, K, ...]``; on a dead replica back off and retry (counted
+        per episode)."""
         from ray.exceptions import RayActorError, RayTaskError
 
+        request = {"images": windows, "pad_mask": pad, "instruction": instructions, "mode": mode,
+                   "client": self.name, "chunk": True}
+        if state is not None:
+            request["state"] = state
         delay = 0.2
         for attempt in range(self.max_server_retries + 1):
             try:
-                return self._handle.act.remote({"images": windows, "pad_mask": pad, "instruction": instructions,
-                                                "mode": mode, "client": self.name}).result(timeout_s=120)
+                return self._handle.act.remote(request).result(timeout_s=120)
             except (RayActorError, RayTaskError, TimeoutError) as e:
                 if attempt == self.max_server_retries:
                     raise RuntimeError(f"policy server unreachable after {attempt} retries: {e}") from e
@@ -126,6 +146,8 @@ class Simulator:
         """Run ``specs`` side by side (one env each) until all end; returns one result per spec."""
         import robots
         from xlab.policies import HistoryBuffer
+        from xlab.policies.chunking import ChunkExecutor
+        from xlab.policies.rt1 import fit_state
 
         controllers = {s.controller for s in specs}
         if "policy" in controllers and self._handle is None:
@@ -136,34 +158,45 @@ class Simulator:
         slots: dict[str, int] = {}
         envs, obs = [], []
         for s in specs:
-            key = f"{s.env_id}/{s.max_steps}"
+            images = s.controller == "policy" or bool(s.record)
+            key = f"{s.env_id}/{s.max_steps}/{images}"
             slot = slots[key] = slots.get(key, -1) + 1
-            env = self._env(s.env_id, slot, s.max_steps)
+            env = self._env(s.env_id, slot, s.max_steps, images)
             envs.append(env)
             obs.append(env.reset(seed=s.seed)[0])
         instructions = [robots.get_task(s.env_id).instruction for s in specs]
         experts = [robots.expert_for(s.env_id) if s.controller == "expert" else None for s in specs]
         rngs = [np.random.default_rng(s.seed) for s in specs]
-        buffer = HistoryBuffer(n, self.history or 1)
+        policy_idx = np.array([i for i, s in enumerate(specs) if s.controller == "policy"], dtype=np.int64)
+        m = max(1, len(policy_idx))
+        buffer = HistoryBuffer(m, self.history or 1)
+        states = HistoryBuffer(m, self.history or 1) if self.state_dim else None
+        executor = ChunkExecutor(m, self.action_chunk, self.execution)
         done = np.zeros(n, bool)
         records: list[dict[str, list]] = [{"images": [], "states": [], "actions": []} for _ in specs]
-        policy_rows = np.array([s.controller == "policy" for s in specs])
         while not done.all():
             if any(s.hang and not d for s, d in zip(specs, done, strict=True)):
                 time.sleep(3600)  # fault injection: a simulator that stops responding
-            frames = np.stack([o["image"] for o in obs])
-            windows, pad = buffer.push(frames)
             actions: list[dict[str, np.ndarray] | None] = [None] * n
-            live_policy = policy_rows & ~done
-            if live_policy.any():
-                idx = np.flatnonzero(live_policy)
-                t = time.perf_counter()
-                out = self._request(windows[idx], pad[idx], [instructions[i] for i in idx], specs[idx[0]].mode,
-                                    [results[i] for i in idx])
-                ms = (time.perf_counter() - t) * 1000
-                for j, i in enumerate(idx):
-                    actions[i] = {k: v[j] for k, v in out.items()}
-                    results[i].latencies_ms.append(ms)
+            if len(policy_idx) and not done[policy_idx].all():
+                windows, pad = buffer.push(self._frames(np.stack([obs[i]["image"] for i in policy_idx])))
+                state_windows = None
+                if states is not None:
+                    state_windows, _ = states.push(fit_state(np.stack([obs[i]["state"] for i in policy_idx]),
+                                                             self.state_dim))
+                live = ~done[policy_idx]
+                query = np.flatnonzero(executor.needs_query() & live)
+                if len(query):
+                    t = time.perf_counter()
+                    out = self._request(windows[query], pad[query], [instructions[policy_idx[j]] for j in query],
+                                        specs[policy_idx[query[0]]].mode, [results[policy_idx[j]] for j in query],
+                                        None if state_windows is None else state_windows[query])
+                    ms = (time.perf_counter() - t) * 1000
+                    executor.add(query, out)
+                    for j in query:
+                        results[policy_idx[j]].latencies_ms.append(ms)
+                for j in np.flatnonzero(live):
+                    actions[policy_idx[j]] = executor.next(int(j))
             for i, s in enumerate(specs):
                 if done[i]:
                     continue

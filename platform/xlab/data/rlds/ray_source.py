@@ -218,6 +218,9 @@ def _read_shard_windows(spec: dict[str, Any]) -> Iterator[Any]:
         embedding=spec["embedding"],
         embedding_backend=spec["embedding_backend"],
         embed_cache_dir=spec["embed_cache_dir"],
+        chunk=spec["chunk"],
+        drop_last=spec["drop_last"],
+        state_dim=spec["state_dim"],
     ):
         copies = copies_per_window(spec["rate"], len(cols["step"]), rng)
         if copies.sum() == 0:
@@ -252,6 +255,9 @@ class RLDSWindowDatasource(Datasource):
         rows_per_block: int = 64,
         buffer_windows: int = 256,
         tf_threads: int = 1,
+        chunk: int = 1,
+        drop_last: bool = True,
+        state_dim: int = 0,
     ):
         super().__init__()
         if not sources:
@@ -290,11 +296,14 @@ class RLDSWindowDatasource(Datasource):
             rows_per_block=rows_per_block,
             buffer_windows=buffer_windows,
             tf_threads=tf_threads,
+            chunk=int(chunk),
+            drop_last=bool(drop_last),
+            state_dim=int(state_dim),
         )
 
     def _row_bytes(self) -> int:
         h, w = self.image_size
-        return self.window * (h * w * 3 + 11 * 8 + 1) + 2048
+        return self.window * (h * w * 3 + 11 * 8 + 1) + 2048  # the image dominates
 
     def _expected_rows(self, plan: SourcePlan, shard: int) -> int:
         steps_per_episode = (plan.num_steps / max(1, sum(plan.shard_lengths))) if plan.num_steps else 50.0
@@ -361,13 +370,18 @@ def read_rlds_windows(
     buffer_windows: int = 256,
     concurrency: int | None = None,
     ray_remote_args: dict[str, Any] | None = None,
+    chunk: int = 1,
+    drop_last: bool = True,
+    state_dim: int = 0,
 ) -> ray.data.Dataset:
     """A ``ray.data.Dataset`` of tokenized windows from RLDS sources, mixed by ``mixture`` if given.
 
     ``sources``: ``{name: builder_dir}`` or a list of :class:`RLDSSource` / paths (name = the
     builder's). ``mixture``: a registered name, a :class:`Mixture` or ``[(name, weight)]`` over
     the source names; None reads every window once. ``epoch`` changes the sampling draw while
-    ``seed`` fixes the whole sequence. ``concurrency`` caps parallel read tasks.
+    ``seed`` fixes the whole sequence. ``concurrency`` caps parallel read tasks. ``chunk`` (future
+    action steps per window), ``drop_last`` (no window ends on an episode's last step) and
+    ``state_dim`` (add the zero-padded ``state`` column) are passed to the window builder.
     """
     src = RLDSWindowDatasource(
         _as_sources(sources),
@@ -384,6 +398,9 @@ def read_rlds_windows(
         stats_cache_dir=stats_cache_dir,
         rows_per_block=rows_per_block,
         buffer_windows=buffer_windows,
+        chunk=chunk,
+        drop_last=drop_last,
+        state_dim=state_dim,
     )
     remote_args = dict(ray_remote_args or {})
     env = dict(remote_args.pop("runtime_env", None) or {})

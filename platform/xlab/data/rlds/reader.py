@@ -259,8 +259,14 @@ def iter_windows(
     embedding: str = "auto",
     embedding_backend: str | None = None,
     embed_cache_dir: str | os.PathLike | None = None,
+    chunk: int = 1,
+    drop_last: bool = True,
+    state_dim: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Window columns (see :mod:`xlab.data.rlds.windows`) of each episode, in order, without Ray."""
+    """Window columns (see :mod:`xlab.data.rlds.windows`) of each episode, in order, without Ray.
+
+    ``chunk``, ``drop_last`` and ``state_dim`` are :func:`~xlab.data.rlds.windows.episode_windows`'.
+    """
     tokenizer = tokenizer or ActionTokenizer()
     for i in range(dataset.num_shards) if shards is None else shards:
         offset = dataset.shard_offset(i)
@@ -269,4 +275,5 @@ def iter_windows(
             emb = episode_embedding(
                 traj, dataset.embedding_model, embedding, embedding_backend, embed_cache_dir
             )
-            yield episode_windows(traj, window, tokenizer, emb, dataset_id=dataset_id, episode=offset + j)
+            yield episode_windows(traj, window, tokenizer, emb, dataset_id=dataset_id, episode=offset + j,
+                                  chunk=chunk, drop_last=drop_last, state_dim=state_dim)
