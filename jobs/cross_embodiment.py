@@ -20,9 +20,7 @@ the side-by-side table and the comparison plot (success per embodiment vs mixtur
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from xlab.config import JobConfig, check
@@ -117,51 +115,18 @@ def variant_label(weight: float, names: Sequence[str]) -> str:
 
 def trial(cfg: Config) -> dict[str, float]:
     """Train one policy on mixture weight ``experiment.weight`` and evaluate it on every eval task."""
-    import mlflow
-
-    from xlab.policies import build_policy
-    from xlab.policies.mlflow_model import log_policy
-    from xlab.policies.rollout import evaluate_in_ray
-    from xlab.policies.training import build_dataset, check_dataset_dirs, dataset_names, fit_policy
+    from xlab.policies.experiment import train_and_evaluate, tune_keys
+    from xlab.policies.training import dataset_names
     from xlab.track import Tracker
-    from xlab.track.store import resolve_tracking_uri
 
     w = cfg.experiment.weight
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, weights=(w, 1.0 - w)))
-    run = mlflow.active_run()
-    tracker = Tracker()
-    names = dataset_names(cfg.data.dataset_dirs)
-    tracker.set_tags({"xlab.variant": variant_label(w, names)})
-    policy = build_policy(cfg.policy.preset, **cfg.policy.overrides())
-    pc = policy.config
-    ds, used, dirs = build_dataset(cfg.data, window=int(pc.history), image_size=int(pc.image_size), seed=cfg.seed,
-                                   chunk=int(pc.action_chunk), state_dim=int(pc.state_dim))
-    out = fit_policy(cfg, ds, used, run_id=run.info.run_id if run else None,
-                     tracking_uri=resolve_tracking_uri(cfg.tracking.uri))
-    policy.load_state_dict(out["state"]["policy"])
-    with tempfile.TemporaryDirectory() as tmp:
-        policy_dir = str(Path(tmp) / "policy")
-        policy.save_pretrained(policy_dir)
-        print(f"[cross_embodiment] w={w}: trained {out['state']['step']} steps in {out['seconds']:.0f}s; "
-              f"evaluating on {len(cfg.experiment.eval_tasks)} tasks x {cfg.experiment.episodes} episodes", flush=True)
-        results = evaluate_in_ray(policy_dir, cfg.experiment.eval_tasks, cfg.experiment.episodes,
-                                  seed=cfg.experiment.eval_seed)
-    if run is not None:
-        all_dirs = check_dataset_dirs(cfg.data.dataset_dirs)
-        log_policy(policy, name="policy", stats_paths={n: d / "dataset_statistics.json"
-                                                       for n, d in zip(names, all_dirs, strict=True)})
-    metrics: dict[str, float] = {"weight": w, "train_seconds": out["seconds"],
-                                 "train_token_acc": float(out["metrics"].get("train_token_acc", float("nan")))}
-    per_embodiment: dict[str, list[float]] = {}
-    for env_id, r in results.items():
-        metrics[f"success/{env_id.split('/', 1)[1]}"] = r["success_rate"]
-        per_embodiment.setdefault(embodiment_of(env_id), []).append(r["success_rate"])
-    for emb, rates in per_embodiment.items():
-        metrics[f"success/{emb}"] = sum(rates) / len(rates)
-    metrics["success/mean"] = sum(r["success_rate"] for r in results.values()) / len(results)
-    tracker.log_metrics(metrics)
-    # Tune metric keys: no "/" (they become result columns).
-    return {k.replace("/", "_").replace("-", "_"): v for k, v in metrics.items()}
+    label = variant_label(w, dataset_names(cfg.data.dataset_dirs))
+    Tracker().set_tags({"xlab.variant": label})
+    metrics = train_and_evaluate(cfg, cfg.experiment.eval_tasks, cfg.experiment.episodes, cfg.experiment.eval_seed,
+                                 job="cross_embodiment", label=label)
+    Tracker().log_metrics({"weight": w})
+    return tune_keys({"weight": w, **metrics})
 
 
 def comparison_table(rows: Sequence[dict[str, Any]], eval_tasks: Sequence[str], names: Sequence[str]) -> Any:

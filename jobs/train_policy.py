@@ -97,13 +97,15 @@ def main(cfg: Config) -> dict:
         image_size = cfg.data.image_size or int(pcfg.image_size)
         check(window == int(pcfg.history), "data.window",
               f"must equal the policy history ({pcfg.history}); set --policy.history instead")
+        check(image_size == int(pcfg.image_size), "data.image_size",
+              f"must equal the policy image size ({pcfg.image_size}): frames are resized once, the same way "
+              "in training and evaluation; set --policy.image_size instead")
         n_params = sum(p.numel() for p in policy.parameters())
         tracker.log_params({"policy.parameters": n_params, "policy.resolved_config": json.dumps(
             dataclasses.asdict(pcfg) if dataclasses.is_dataclass(pcfg) else str(pcfg), default=str)[:6000]})
         print(f"[train_policy] {cfg.policy.preset}: {n_params / 1e6:.2f}M parameters, window {window}, "
               f"{image_size}px, {cfg.train.num_workers} workers x batch {cfg.train.batch_size // cfg.train.num_workers}")
-        ds, names, dirs = build_dataset(cfg.data, window=window, image_size=image_size, seed=cfg.seed,
-                                        chunk=int(pcfg.action_chunk), state_dim=int(pcfg.state_dim))
+        ds, names, dirs = build_dataset(cfg.data, pcfg, seed=cfg.seed)
         out = fit_policy(cfg, ds, names, run_id=run.info.run_id, tracking_uri=resolve_tracking_uri(cfg.tracking.uri))
         state, metrics = out["state"], out["metrics"]
         policy.load_state_dict(state["policy"])

@@ -42,7 +42,10 @@ def small_config(dirs: list[str], **extra) -> train_policy.Config:
 @pytest.mark.timeout(900)
 def test_two_workers_train_survive_a_worker_kill_and_register_the_policy(rlds_dirs, mlflow_uri):
     # Rank 1 dies (os._exit) at step 30; the last checkpoint is step 20, so the group resumes there.
-    cfg = small_config(rlds_dirs, **{"train.inject_failure_at": 30, "train.max_failures": 2})
+    # With the demo recipe's levers on: 2-step action chunks, random shift, warm-up + cosine schedule.
+    cfg = small_config(rlds_dirs, **{"train.inject_failure_at": 30, "train.max_failures": 2,
+                                     "policy.action_chunk": 2, "train.augment_shift": 2,
+                                     "train.lr_schedule": "cosine", "train.warmup_steps": 5})
     out = train_policy.main(cfg)
 
     assert out["final_step"] == 60
@@ -50,6 +53,8 @@ def test_two_workers_train_survive_a_worker_kill_and_register_the_policy(rlds_di
     client = mlflow.MlflowClient()
     run = client.get_run(out["run_id"])
     assert run.info.status == "FINISHED"
+    lrs = {m.step: m.value for m in client.get_metric_history(out["run_id"], "train/lr")}
+    assert lrs[10] > lrs[30] > lrs[60] and lrs[60] < 0.01 * lrs[10]  # cosine decay to ~0 after the warm-up
     losses = client.get_metric_history(out["run_id"], "train/loss")
     by_step: dict[int, float] = {}
     for m in losses:
@@ -73,6 +78,7 @@ def test_two_workers_train_survive_a_worker_kill_and_register_the_policy(rlds_di
     images[1, ..., 2] = 200
     action = policy.act(images, np.ones((2, emb_dim), np.float32))
     assert_rt1_action(action, batch=2)
+    assert policy.config.action_chunk == 2
     model = load_policy_model(out["model_uri"])
     assert set(model.statistics) == {"fake_arm", "fake_mobile"}
     assert model.bounds["vocab_size"] == 256 and "world_vector" in model.bounds["bounds"]
@@ -134,3 +140,16 @@ def test_config_errors_name_the_field():
         apply_overrides(train_policy.PRESETS["smoke"], {"train.batch_size": 1})
     assert train_policy.dataset_names(["a/xlab_sawyer/0.1.0", "b/xlab_sawyer/0.1.0", "c/fetch"]) == [
         "xlab_sawyer", "xlab_sawyer_", "fetch"]
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from xlab.policies.training import PolicyTrainConfig, lr_factor
+
+    f = lr_factor(PolicyTrainConfig(steps=100, warmup_steps=10, lr_schedule="cosine"))
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    assert lr_factor(PolicyTrainConfig(steps=100))(50) == 1.0
+    with pytest.raises(XlabError, match="train.eval_tasks"):
+        PolicyTrainConfig(eval_every=10)
+    with pytest.raises(XlabError, match="train.lr_schedule"):
+        PolicyTrainConfig(lr_schedule="step")

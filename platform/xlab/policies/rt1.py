@@ -152,6 +152,23 @@ class RT1Config:
         return cls(**d)
 
 
+def sinusoidal_2d(channels: int, size: int) -> torch.Tensor:
+    """``[channels, size, size]`` 2-D sine/cosine position code (half the channels for rows, half for
+    columns), unit scale: the initial value of the learned image position embedding. TokenLearner's tokens
+    are attention-weighted means over the map, so a position code in the features makes each token carry
+    the (soft) location of what it attends to, like spatial-softmax keypoints."""
+    half = channels // 2
+    freqs = torch.exp(torch.arange(0, half, 2).float() * (-np.log(100.0) / max(1, half)))
+    coords = torch.linspace(-1.0, 1.0, size)
+    code = torch.zeros(channels, size, size)
+    for axis, offset in ((0, 0), (1, half)):
+        angles = coords[:, None] * freqs[None, :] * np.pi  # [size, half/2]
+        enc = torch.cat([angles.sin(), angles.cos()], dim=1).T[: channels - offset if axis else half]  # [<=half, size]
+        n = enc.shape[0]
+        code[offset:offset + n] = enc[:, :, None] if axis == 0 else enc[:, None, :]
+    return code
+
+
 def _to_tensor(x: Any, device: torch.device) -> torch.Tensor:
     return x.to(device) if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), device=device)
 
@@ -168,7 +185,7 @@ class RT1Policy(nn.Module):
         else:
             self.backbone = EfficientNetB3FiLM(c.embed_dim, c.d_model)
         m = c.feature_map_size
-        self.image_pos = nn.Parameter(torch.randn(c.d_model, m, m) * 0.02) if c.image_pos_embedding else None
+        self.image_pos = nn.Parameter(sinusoidal_2d(c.d_model, m)) if c.image_pos_embedding else None
         self.token_learner = (TokenLearner(c.d_model, c.num_image_tokens, c.token_learner_hidden)
                               if c.num_image_tokens else None)
         self.state_proj = nn.Linear(c.state_dim, c.d_model) if c.state_dim else None

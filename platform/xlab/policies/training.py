@@ -14,9 +14,9 @@ the latest checkpoint and continues at its step (Ray Train registers a checkpoin
 next polls the workers, every 2 s: a crash within that window falls back one checkpoint more).
 
     from xlab.policies.training import PolicyTrainConfig, build_dataset, fit_policy
-    ds, names, dirs = build_dataset(dataset_dirs, weights, window=2, image_size=48, seed=0)
-    out = fit_policy(train_cfg, optim_cfg, "rt1x-tiny", {}, ds, names, seed=0)
-    out["state"]["policy"]   # final state dict
+    ds, names, dirs = build_dataset(cfg.data, policy.config, seed=cfg.seed)
+    out = fit_policy(cfg, ds, names, run_id=run_id, tracking_uri=uri)
+    out["state"]["policy"]   # final state dict (and out["state"]["best_sim"] with train.eval_every)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class DataConfig:
     window: int = 0
     """Frames per training window (0: the policy's history)."""
     image_size: int = 0
-    """Square image size fed to the policy (0: the policy's image_size)."""
+    """Square image size fed to the policy (0, or the policy's image_size: set --policy.image_size)."""
     embedding_backend: str | None = None
     """Instruction embedding backend for datasets without stored embeddings (None: the default)."""
     shuffle_buffer: int = 256
@@ -206,16 +206,17 @@ def check_dataset_dirs(dirs: tuple[str, ...] | list[str]) -> list[Path]:
     return out
 
 
-def build_dataset(
-    data: DataConfig, *, window: int, image_size: int, seed: int = 0, chunk: int = 1, state_dim: int = 0
-) -> tuple[Any, list[str], list[Path]]:
-    """The Ray Data mixture of tokenized windows; returns (dataset, dataset names, dataset dirs).
+def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, list[str], list[Path]]:
+    """The Ray Data mixture of windows tokenized for ``policy`` (an :class:`~xlab.policies.RT1Config`);
+    returns (dataset, dataset names, dataset dirs).
 
-    Windows of ``window`` frames at ``image_size`` px with ``chunk`` action steps each (and the
-    ``state`` column when ``state_dim > 0``). Datasets whose mixture weight is 0 are left out (a
-    single-embodiment run of the cross-embodiment experiment).
+    Windows of ``history`` frames at ``image_size`` px with ``action_chunk`` action steps each, tokens
+    with the policy's bounds and vocabulary (labels and decoding share one tokenizer), and the ``state``
+    column when ``state_dim > 0``. Datasets whose mixture weight is 0 are left out (a single-embodiment
+    run of the cross-embodiment experiment).
     """
     from xlab.data.rlds import read_rlds_windows
+    from xlab.policies.rt1 import BOUNDS
 
     dirs = check_dataset_dirs(data.dataset_dirs)
     names = dataset_names(data.dataset_dirs)
@@ -225,8 +226,9 @@ def build_dataset(
     ds = read_rlds_windows(
         {n: str(d) for n, d in zip(names, dirs, strict=True)},
         mixture=list(zip(names, weights, strict=True)),
-        window=window, image_size=(image_size, image_size), seed=seed,
-        embedding_backend=data.embedding_backend, chunk=chunk, drop_last=data.drop_last, state_dim=state_dim,
+        window=int(policy.history), image_size=(int(policy.image_size), int(policy.image_size)), seed=seed,
+        bounds=BOUNDS[policy.bounds], vocab_size=int(policy.vocab_size), embedding_backend=data.embedding_backend,
+        chunk=int(policy.action_chunk), drop_last=data.drop_last, state_dim=int(policy.state_dim),
     )
     return ds, names, dirs
 
@@ -279,6 +281,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from xlab.data.rlds import iter_torch_window_batches
+    from xlab.data.rlds.windows import STATE_COLUMNS, TENSOR_COLUMNS
     from xlab.optim import build_optimizer
     from xlab.policies import build_policy
     from xlab.policies.augment import random_shift
@@ -332,6 +335,7 @@ def train_worker(config: dict[str, Any]) -> None:
     n_ds = len(names)
     per_worker = tc.batch_size // world
     shard = ray.train.get_dataset_shard("train")
+    columns = STATE_COLUMNS if policy.config.state_dim else TENSOR_COLUMNS
     # Interval accumulators: loss sum, samples, token-acc sum; per dataset: acc sum, samples.
     acc = torch.zeros(3 + 2 * n_ds, dtype=torch.float64)
     token_acc, token_acc_batches = torch.zeros(11, dtype=torch.float64), 0
@@ -341,7 +345,7 @@ def train_worker(config: dict[str, Any]) -> None:
     while step < tc.steps:
         batches = 0
         for batch in iter_torch_window_batches(
-            shard, batch_size=per_worker, drop_last=True,
+            shard, batch_size=per_worker, drop_last=True, columns=columns,
             local_shuffle_buffer_size=config["shuffle_buffer"] or None,
             local_shuffle_seed=config["seed"] * 1000 + epoch * 10 + rank if config["shuffle_buffer"] else None,
         ):
