@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robots.base import RobotEnv
-from robots.render import goal_markers
+from robots.render import goal_markers, table_goal_marker
 
 _BACKENDS = {
     "Reach": ("gymnasium_robotics.envs.fetch.reach", "MujocoFetchReachEnv"),
@@ -110,9 +110,11 @@ class FetchEnv(RobotEnv):
     TABLE_Z = 0.4  # table top height in gymnasium-robotics' Fetch scenes (metres)
 
     def _markers(self) -> list:
-        if self.task.backend_task not in self.AIR_GOALS:
-            return []
-        return goal_markers(self._raw_obs["desired_goal"], self.TABLE_Z, (1.0, 0.0, 0.0, 1.0))
+        goal = self._raw_obs["desired_goal"]
+        if self.task.backend_task in self.AIR_GOALS:
+            return goal_markers(goal, self.TABLE_Z, (1.0, 0.0, 0.0, 1.0))
+        # A goal on the table: its success region (5 cm, gymnasium-robotics' threshold) as a flat disc.
+        return [table_goal_marker(goal, self.TABLE_Z, 0.05, (1.0, 0.0, 0.0, 1.0))]
 
     def privileged_state(self) -> FetchState:
         p = self._split()

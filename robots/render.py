@@ -58,6 +58,15 @@ def goal_markers(goal: Sequence[float], floor_z: float, rgba: tuple[float, float
     ]
 
 
+def table_goal_marker(goal: Sequence[float], floor_z: float, radius: float,
+                      rgba: tuple[float, float, float, float]) -> Marker:
+    """A goal on the table drawn as a flat disc of ``radius`` (the task's success region) at the goal."""
+    import mujoco
+
+    x, y, _ = (float(v) for v in goal)
+    return Marker(int(mujoco.mjtGeom.mjGEOM_CYLINDER), (radius, 0.001, 0.0), (x, y, floor_z + 0.001), rgba)
+
+
 @dataclass(frozen=True)
 class CameraSpec:
     """A free (orbiting) camera: where it looks, from how far, from which direction (degrees)."""

@@ -51,6 +51,10 @@ def console_worthy(line: str) -> str | None:
 
 
 def _pump(read_fd: int, log_file: Path, terminal: int, show_all: bool) -> None:
+    """Copy the pipe to the log file (all) and the terminal (filtered) until no writer is left.
+
+    It must never stop reading: a full pipe would block every writer of the process.
+    """
     last = None
     with open(read_fd, "rb", buffering=0) as pipe, open(log_file, "ab", buffering=0) as log:
         pending = b""
@@ -58,17 +62,22 @@ def _pump(read_fd: int, log_file: Path, terminal: int, show_all: bool) -> None:
             chunk = pipe.read(65536)
             if not chunk:
                 break
-            log.write(chunk)
+            with contextlib.suppress(Exception):
+                log.write(chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
+            if len(pending) > 1 << 20:  # a very long line without a newline (a progress bar): log only
+                pending = b""
             for raw in lines:
-                text = raw.decode("utf-8", errors="replace")
-                shown = text if show_all else console_worthy(text.split("\r")[-1])
-                if shown is None or (shown == last and shown):
-                    continue
-                last = shown
-                with contextlib.suppress(OSError):
+                try:
+                    text = raw.decode("utf-8", errors="replace")
+                    shown = text if show_all else console_worthy(text.split("\r")[-1])
+                    if shown is None or shown == last:
+                        continue
+                    last = shown
                     os.write(terminal, (shown + "\n").encode())
+                except Exception:  # noqa: BLE001 - the terminal may be gone; the log still gets everything
+                    continue
 
 
 _active: Path | None = None

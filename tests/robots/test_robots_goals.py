@@ -34,11 +34,13 @@ def test_air_goals_are_drawn_with_a_stem_to_the_table(env_id):
         env.close()
 
 
-def test_table_goals_get_no_marker():
-    env = gymnasium.make("xlab/fetch-push-v0", image_size=32)
+def test_table_goals_are_drawn_as_their_success_region():
+    env = gymnasium.make("xlab/fetch-push-v0", image_size=64)
     try:
-        env.reset(seed=0)
-        assert env.unwrapped._markers() == []
+        obs, _ = env.reset(seed=0)
+        (disc,) = env.unwrapped._markers()
+        assert disc.size[0] == 0.05 and disc.pos[2] < 0.41  # 5 cm, flat on the table
+        assert _red(obs["image"]).sum() >= 10
     finally:
         env.close()
 
