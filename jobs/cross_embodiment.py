@@ -12,7 +12,7 @@ itself (``runs:/<trial run>/policy``, so ``eval_policy`` can re-evaluate it). Th
 the side-by-side table and the comparison plot (success per embodiment vs mixture weight).
 
     xlab run collect_demos --preset smoke              # first: data/rlds/xlab_{sawyer,fetch}/0.1.0
-    xlab run cross_embodiment --preset smoke           # w in {1, 0.5, 0}, rt1x-tiny, ~6 min on 2 cores
+    xlab run cross_embodiment --preset smoke           # w in {1, 0.5, 0} x 3 seeds, the demo recipe
     xlab run cross_embodiment --preset paper           # 5 weights x 3 seeds, rt1x-small, GPU workers
     xlab run cross_embodiment --experiment.weights 1 0.75 0.5 0.25 0 --experiment.episodes 20
 """
@@ -70,15 +70,16 @@ class Config(JobConfig):
 
 
 PRESETS = {
-    # rt1x-tiny at 48 px, 600 steps per policy (train_policy's smoke recipe, longer), 3 policies.
+    # The demo recipe (train_policy --preset demo: rt1x-demo, chunks, augmentation, cosine) at 1,500 steps
+    # per policy, on the demo data (collect_demos --preset demo), 3 weights x 3 seeds.
     "smoke": Config(
-        policy=PolicyConfig(preset="rt1x-tiny", image_size=48),
+        policy=PolicyConfig(preset="rt1x-demo"),
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
         # 0.45 CPU per worker: the Tune trial holds 0.1, and a Ray Data read task needs a whole CPU
         # of the two (with 0.5 each the read task never gets one: the run stalls).
-        train=PolicyTrainConfig(steps=600, batch_size=16, num_workers=2, cpus_per_worker=0.45, log_every=20,
-                                checkpoint_every=300),
-        experiment=ExperimentConfig(weights=(1.0, 0.5, 0.0), episodes=10),
+        train=PolicyTrainConfig(steps=1500, batch_size=32, num_workers=2, cpus_per_worker=0.45, log_every=25,
+                                checkpoint_every=500, lr_schedule="cosine", warmup_steps=100, augment_shift=4),
+        experiment=ExperimentConfig(weights=(1.0, 0.5, 0.0), seeds=(0, 1, 2), episodes=10),
     ),
     # Five mixture weights x three seeds, rt1x-small, every task of both embodiments, on GPU workers.
     "paper": Config(

@@ -65,7 +65,7 @@ PRESETS = {
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
         train=TrainConfig(steps=3000, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,
                           checkpoint_every=500, lr_schedule="cosine", warmup_steps=100, augment_shift=4,
-                          eval_every=1000, eval_episodes=5, eval_tasks=DEMO_TASKS),
+                          eval_every=1000, eval_episodes=5, eval_tasks=DEMO_TASKS, eval_cpus=0.25),
     ),
     # RT-1-X as published: 15-frame history, 300 px, Adam 1e-4 (eps 1e-7), large global batch on GPU
     # workers (global batch 1024 and 1M+ steps in the paper: scale steps/batch to the cluster). For

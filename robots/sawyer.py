@@ -76,7 +76,8 @@ class SawyerEnv(RobotEnv):
     def _markers(self) -> list:
         if self.task.backend_task not in self.AIR_GOALS:
             return []
-        return goal_markers(self._raw_obs[-3:], 0.0, (1.0, 0.0, 0.0, 1.0), radius=0.02)
+        # Radius 5 cm: the success region of MetaWorld's reach. Yellow: the Sawyer itself is red.
+        return goal_markers(self._raw_obs[-3:], 0.0, (1.0, 0.85, 0.0, 1.0), radius=0.05)
 
     def privileged_state(self) -> np.ndarray:
         """MetaWorld's 39-d observation with the goal position (what ``metaworld.policies`` read)."""

@@ -49,9 +49,9 @@ def _fetch(
 
 _SPECS = [
     # MetaWorld MT10 (v3 names).
-    _sawyer("reach", "move the gripper to the red target"),
+    _sawyer("reach", "move the gripper to the yellow target"),
     _sawyer("push", "push the puck to the green target"),
-    _sawyer("pick-place", "pick up the puck and put it on the blue target"),
+    _sawyer("pick-place", "pick up the puck and put it on the yellow target"),
     _sawyer("door-open", "open the door"),
     _sawyer("drawer-open", "open the drawer"),
     _sawyer("drawer-close", "close the drawer"),

@@ -93,16 +93,18 @@ def _rollout_task(policy: Any, state: Any, env_id: str, episodes: int, seed: int
 
 
 def evaluate_in_ray(policy: Any, env_ids: Sequence[str], episodes: int = 10, seed: int = 0,
-                    execution: str = "ensemble", state: Any = None, wait: bool = True) -> Any:
+                    execution: str = "ensemble", state: Any = None, wait: bool = True,
+                    num_cpus: float = 1.0) -> Any:
     """``rollout_policy`` in Ray tasks (processes without TensorFlow), one task per env id, outside any
     placement group (called from a Tune trial or a Ray Train worker, tasks would otherwise be confined
     to its bundle). ``policy``: a saved policy directory, or an ``RT1Config`` dict with its weights in
     ``state`` (a state dict or its object ref: a training worker's weights through the object store).
-    With ``wait=False`` returns the task refs; :func:`merge_results` of their values is the result."""
+    With ``wait=False`` returns the task refs; :func:`merge_results` of their values is the result.
+    ``num_cpus`` each task reserves."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    task = ray.remote(num_cpus=1)(_rollout_task).options(
+    task = ray.remote(num_cpus=num_cpus)(_rollout_task).options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     if state is not None and not isinstance(state, ray.ObjectRef):
         state = ray.put(state)

@@ -143,6 +143,8 @@ class PolicyTrainConfig:
     """Episodes per task in each evaluation during training."""
     eval_execution: str = "ensemble"
     """How action chunks are executed in those evaluations: ensemble, open-loop or first."""
+    eval_cpus: float = 1.0
+    """CPUs each evaluation task reserves (below 1 on a laptop, where the workers and Ray Data hold the rest)."""
     inject_failure_at: int = 0
     """Fault-tolerance check: the last rank exits abruptly at this step, once per run (0: never)."""
 
@@ -164,6 +166,7 @@ class PolicyTrainConfig:
         check(not self.eval_every or self.eval_tasks, "train.eval_tasks",
               "name the env ids to evaluate when train.eval_every > 0")
         check(self.eval_episodes >= 1, "train.eval_episodes", f"must be >= 1, got {self.eval_episodes}")
+        check(self.eval_cpus > 0, "train.eval_cpus", f"must be > 0, got {self.eval_cpus}")
         check(self.eval_execution in ("ensemble", "open-loop", "first"), "train.eval_execution",
               f"must be ensemble, open-loop or first, got {self.eval_execution!r}")
 
@@ -304,7 +307,7 @@ def train_worker(config: dict[str, Any]) -> None:
         from xlab.policies.sim_eval import SimEvaluator
 
         sim_eval = SimEvaluator(tc.eval_tasks, tc.eval_episodes, tc.eval_execution, policy.config.to_dict(),
-                                config["seed"])
+                                config["seed"], tc.eval_cpus)
     shift_rng = torch.Generator().manual_seed(config["seed"] * 7919 + rank)
 
     step, resumed_from, restarts = 0, [], 0
