@@ -69,6 +69,10 @@ class AnalysisConfig:
     batch_size: int = 16
     max_length: int = 128
     """Tokens per sentence when scoring."""
+    start_token: bool = True
+    """Start scored sentences and generations the way the subject's tokenizer starts a sequence
+    (xlab.lm.sequence_start: XGLM </s>, as the authors' tokenizer("") does; Llama <s>; GPT-2
+    <|endoftext|>); False: scored sentences without it and generation from BOS (else EOS)."""
 
 
 @dataclasses.dataclass
@@ -180,12 +184,14 @@ def _generation_task(
         for target in langs if n is not None else [None]:
             if target is None:
                 texts = generate_unconditional(model, tok, g.n_samples, max_new_tokens=g.max_new_tokens,
-                                               temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size)
+                                               temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size,
+                                               start=cfg.analysis.start_token)
             else:
                 units, values = tampering[target]
                 with intervene(model, tamper_edits(layout, units, values)):
                     texts = generate_unconditional(model, tok, g.n_samples, max_new_tokens=g.max_new_tokens,
-                                                   temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size)
+                                                   temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size,
+                                                   start=cfg.analysis.start_token)
             key = target or "none"
             out["shares"][key] = language_shares(texts, langs)
             out["samples"][key] = texts[:8]
@@ -305,7 +311,7 @@ def main(cfg: Config) -> dict:
               f"N must not exceed the model's {n_units} units")
         labels = np.array([s.lang for s in scored])
         resp = unit_responses(model, tok, [s.text for s in scored], layout, batch_size=cfg.analysis.batch_size,
-                              max_length=cfg.analysis.max_length, progress=True)
+                              max_length=cfg.analysis.max_length, progress=True, start=cfg.analysis.start_token)
         ap = {lang: average_precision(resp, labels == lang) for lang in langs}
         print(f"[lang_neurons] {n_units} units scored ({time.time() - t0:.0f}s)", flush=True)
         selected: dict[int, dict[str, Any]] = {}

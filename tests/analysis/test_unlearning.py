@@ -132,7 +132,8 @@ def test_logit_lens_curves_per_layer_and_last_layer_is_the_output():
     with torch.no_grad():
         want_forgot, want_gold = [], []
         for e in forget:
-            ids = torch.tensor([tok(prompt(e.user_turn), add_special_tokens=False)["input_ids"]])
+            # The sequence fed starts with the tokenizer's start token (its BOS: it adds no prefix itself).
+            ids = torch.tensor([[tok.bos_token_id, *tok(prompt(e.user_turn), add_special_tokens=False)["input_ids"]]])
             p = model(input_ids=ids).logits[0, -1].softmax(-1)
             want_forgot.append(float(p[first_token(tok, FORGOT)]))
             want_gold.append(float(p[first_token(tok, e.gold)]))

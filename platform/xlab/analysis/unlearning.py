@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from xlab.data.tofu import FORGOT, QA, UNL_CLOSE, UNL_OPEN, UnlearningExample
+from xlab.lm.sequence_start import encode, encode_many
 
 PROMPT_TEMPLATE = "Question: {q}\nAnswer:"
 
@@ -112,15 +113,16 @@ def normalize(text: str) -> str:
 
 
 def greedy_answers(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 20,
-                   batch_size: int = 64) -> list[str]:
+                   batch_size: int = 64, start: bool = True) -> list[str]:
     """Greedy continuations (at most ``max_new_tokens``), cut at EOS or the first newline.
 
-    Prompts of equal token length are batched together: no padding, so every family's positions
-    are exact.
+    Prompts start the way the tokenizer starts a sequence (:mod:`xlab.lm.sequence_start`; ``start=False``:
+    text tokens only). Prompts of equal token length are batched together: no padding, so every
+    family's positions are exact.
     """
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = encode_many(tokenizer, prompts, start=start)
     out: list[str] = [""] * len(prompts)
     by_len: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
@@ -168,9 +170,10 @@ def unlearning_scores(examples: Sequence[UnlearningExample], outputs: Sequence[s
     }
 
 
-def knowledge_accuracy(model: nn.Module, tokenizer: Any, rows: Sequence[QA], max_new_tokens: int = 20) -> float:
+def knowledge_accuracy(model: nn.Module, tokenizer: Any, rows: Sequence[QA], max_new_tokens: int = 20,
+                       start: bool = True) -> float:
     """Share of plain questions (no tags) answered exactly with the gold answer."""
-    outs = greedy_answers(model, tokenizer, [prompt(r.question) for r in rows], max_new_tokens)
+    outs = greedy_answers(model, tokenizer, [prompt(r.question) for r in rows], max_new_tokens, start=start)
     return float(np.mean([normalize(o) == normalize(r.answer) for r, o in zip(rows, outs, strict=True)]))
 
 
@@ -180,7 +183,8 @@ def first_token(tokenizer: Any, output: str) -> int:
 
 
 def logit_lens_curves(model: nn.Module, tokenizer: Any, examples: Sequence[UnlearningExample],
-                      lens: Callable[..., torch.Tensor] | None = None) -> dict[str, dict[str, list[float]]]:
+                      lens: Callable[..., torch.Tensor] | None = None, start: bool = True,
+                      render: Callable[[str], str] | None = None) -> dict[str, dict[str, list[float]]]:
     """Per-layer mean p(first gold token) and p(first token of "forgot") at the first answer position,
     separately for forget and retain examples: ``{kind: {"p_gold": [...], "p_forgot": [...]}}``
     (index 0 = embeddings, last = final layer output)."""
@@ -192,7 +196,7 @@ def logit_lens_curves(model: nn.Module, tokenizer: Any, examples: Sequence[Unlea
     model.eval()
     with torch.no_grad():
         for e in examples:
-            ids = torch.tensor([tokenizer(prompt(e.user_turn), add_special_tokens=False)["input_ids"]], device=device)
+            ids = torch.tensor([encode(tokenizer, (render or prompt)(e.user_turn), start=start)], device=device)
             probs = lens(model, ids, position=-1).float().cpu()
             gold_id = first_token(tokenizer, e.gold)
             rec = sums.setdefault(e.kind, {"p_gold": [], "p_forgot": []})
