@@ -18,6 +18,8 @@ several values is the pruning-rate sweep (ASHA stops trials that are not general
     xlab run grokking_tickets --preset smoke-digits        # image MLP on scikit-learn's digits
     xlab run grokking_tickets --preset rate-sweep-smoke    # pruning rates 0.2 .. 0.9 with ASHA
     xlab run grokking_tickets --preset paper               # all baselines, 3 seeds, 30k steps
+
+Protocol vs paper (what matches, what differs and why): docs/studies/grokking_tickets.md.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ PRESETS = {
                                sweep=SweepConfig(rates=(0.2, 0.4, 0.6, 0.8, 0.9), asha=True)),
     # The paper's set-up: every baseline, three seeds, 30k full-batch steps (GPU cluster or a long CPU run).
     "paper": Config(sweep=SweepConfig(seeds=(0, 1, 2)), train=TrainConfig(steps=30_000, eval_every=50,
-                                                                          stop_after_grok=0, use_gpu=True)),
+                                                                          stop_after_grok=0, use_gpu=True),
+                    ticket=TicketConfig(eval_every=10, periodicity_every=2000)),
     "paper-rate-sweep": Config(ticket=TicketConfig(variants=("ticket",)),
                                sweep=SweepConfig(rates=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                                                  seeds=(0, 1, 2), asha=True)),

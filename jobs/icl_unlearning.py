@@ -22,6 +22,8 @@ metrics ``{method}/{split}/{forget,retain}_acc``.
     xlab run icl_unlearning --preset smoke
     xlab run icl_unlearning --preset paper --model.ref models:/llama2-7b-chat/1   # GPU cluster
     xlab run icl_unlearning --unlearn.methods lora --data.target name
+
+Protocol vs paper (what matches, what differs and why): docs/studies/icl_unlearning.md.
 """
 
 from __future__ import annotations

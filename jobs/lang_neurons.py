@@ -6,7 +6,7 @@ target language (en, de, fr, es, zh, ja) a unit's score is the average precision
 a classifier of "the sentence is in the target language" (positives: the language's sentences,
 negatives: the other five languages'); the top N/2 and bottom N/2 units are selected. Tampering fixes
 each selected unit to its median response on target-language sentences at every position, and the
-effect is the share of unconditional generations (from BOS, temperature 0.8) that py3langid,
+effect is the share of unconditional generations (from the tokenizer's sequence start, temperature 0.8) that py3langid,
 restricted to the six languages, assigns to the target language, before and after, for each N of a
 sweep. The parent MLflow run gets the AP-selected units, the overlap matrix and per-layer
 distribution plots and the share-vs-N plot; each N is a Ray task with its own nested MLflow run.
@@ -20,6 +20,8 @@ six-language mix), logs it to the run and analyses it.
     xlab run lang_neurons --preset smoke          # trains a tiny multilingual GPT-2 (minutes on CPU)
     xlab run lang_neurons --preset paper --subject.ref /models/xglm-564M
     xlab run lang_neurons --analysis.n_values 100 1000 2000 --subject.ref models:/multilingual-lm@prod
+
+Protocol vs paper (what matches, what differs and why): docs/studies/lang_neurons.md.
 """
 
 from __future__ import annotations

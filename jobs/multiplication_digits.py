@@ -16,6 +16,8 @@ for the largest cell.
     xlab run multiplication_digits --preset smoke
     xlab run multiplication_digits --preset paper                        # GPU cluster
     xlab run multiplication_digits --model models:/arith-gpt2/1 --eval.mc_passes 100
+
+Protocol vs paper (what matches, what differs and why): docs/studies/multiplication_digits.md.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ monosemantic features; deeper layers and attention outputs separate word senses 
 
     xlab run sae_polysemy --preset smoke
     xlab run sae_polysemy --preset paper --subject.model models:/pretrain-gpt2@best --data.pairs_file ps_eval.json
+
+Protocol vs paper (what matches, what differs and why): docs/studies/sae_polysemy.md.
 """
 
 from __future__ import annotations

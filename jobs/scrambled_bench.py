@@ -28,6 +28,8 @@ sentences and items are disjoint from the training ones.
     xlab run scrambled_bench --preset paper --subject.ref models:/my-llm@prod
     xlab run scrambled_bench --preset paper --subject.endpoint_url http://localhost:8000/v1 \\
         --subject.endpoint_model meta-llama/Llama-3.1-8B
+
+Protocol vs paper (what matches, what differs and why): docs/studies/scrambled_bench.md.
 """
 
 from __future__ import annotations
