@@ -98,6 +98,9 @@ class EvalConfig:
     qa_shots: int = 0
     max_new_tokens: int = 48
     batch_size: int = 16
+    start_token: bool = True
+    """Start prompts of a Hugging Face subject the way its tokenizer starts a sequence
+    (xlab.lm.sequence_start: Llama <s>, as the authors' tokenizer(prompt) does); False: text tokens only."""
     device: str = "cpu"
     cpus_per_subject: float = 1.0
 
@@ -292,7 +295,8 @@ def _run_subject(cfg: Config, spec: dict[str, str], data: dict[str, Any]) -> dic
                       flush=True)
 
             model, tok, history = train_subject(cfg, data, spec["kind"], log_fn=log_fn)
-        gen = HFGenerator(model, tok, device=cfg.eval.device, batch_size=cfg.eval.batch_size)
+        gen = HFGenerator(model, tok, device=cfg.eval.device, batch_size=cfg.eval.batch_size,
+                          start=cfg.eval.start_token)
     metrics, samples = evaluate_subject(gen, cfg, data)
     return {**spec, "metrics": metrics, "samples": samples, "history": history, "seconds": time.time() - t0,
             "model": model if spec["kind"] == "demo-trained" else None, "tokenizer": tok}
