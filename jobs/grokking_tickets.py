@@ -18,6 +18,8 @@ several values is the pruning-rate sweep (ASHA stops trials that are not general
     xlab run grokking_tickets --preset smoke-digits        # image MLP on scikit-learn's digits
     xlab run grokking_tickets --preset rate-sweep-smoke    # pruning rates 0.2 .. 0.9 with ASHA
     xlab run grokking_tickets --preset paper               # all baselines, 3 seeds, 30k steps
+
+Protocol vs paper (what matches, what differs and why): docs/studies/grokking_tickets.md.
 """
 
 from __future__ import annotations
@@ -64,9 +66,18 @@ class TicketConfig:
     """Step cap of stage-2 trials (0 = train.steps); baselines that never grok run to this cap."""
     memorization_step: int = 2000
     """Dense step whose weights give the 'memorization' ticket."""
+    eval_every: int = 0
+    """Evaluation interval of the stage-2 trials (0 = train.eval_every). Tickets grok within a few
+    hundred steps, so a 100-step grid would quantize their steps-to-grok by about +-20%."""
+    periodicity_every: int = 0
+    """Measure the neurons' periodicity (xlab.analysis.periodicity: spectrum of W_in . W_E, Shannon
+    entropy over frequencies) every this many steps as well (0: at the start and the end only).
+    Modular tasks only."""
 
     def __post_init__(self) -> None:
         check(0.0 <= self.rate < 1.0, "ticket.rate", f"must be in [0, 1), got {self.rate}")
+        check(self.eval_every >= 0 and self.periodicity_every >= 0, "ticket.eval_every/periodicity_every",
+              "must be >= 0")
 
 
 @dataclasses.dataclass
@@ -96,7 +107,8 @@ _SMOKE_TRAIN = TrainConfig(steps=20_000, eval_every=100, stop_after_grok=0)
 PRESETS = {
     # Dense MLP groks a+b mod 67 in ~12k steps (~1.5 min on 2 cores); the ticket in ~500.
     "smoke": Config(train=_SMOKE_TRAIN,
-                    ticket=TicketConfig(variants=("ticket", "random", "same_norm", "snip"), max_steps=3000)),
+                    ticket=TicketConfig(variants=("ticket", "random", "same_norm", "snip"), max_steps=3000,
+                                        eval_every=20, periodicity_every=1000)),
     # The transformer's dense run reaches 0.95 at ~10k steps but may not hold 0.99: cap it at 12k.
     "smoke-transformer": Config(model=ModelConfig("ticket-transformer"),
                                 train=TrainConfig(steps=12_000, eval_every=100, stop_after_grok=0),
@@ -112,7 +124,8 @@ PRESETS = {
                                sweep=SweepConfig(rates=(0.2, 0.4, 0.6, 0.8, 0.9), asha=True)),
     # The paper's set-up: every baseline, three seeds, 30k full-batch steps (GPU cluster or a long CPU run).
     "paper": Config(sweep=SweepConfig(seeds=(0, 1, 2)), train=TrainConfig(steps=30_000, eval_every=50,
-                                                                          stop_after_grok=0, use_gpu=True)),
+                                                                          stop_after_grok=0, use_gpu=True),
+                    ticket=TicketConfig(eval_every=10, periodicity_every=2000)),
     "paper-rate-sweep": Config(ticket=TicketConfig(variants=("ticket",)),
                                sweep=SweepConfig(rates=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                                                  seeds=(0, 1, 2), asha=True)),
@@ -188,6 +201,27 @@ def _log_result(result, tracker, title: str) -> None:
     tracker.log_figure(curves_figure(result.history, title), "curves.png")
 
 
+def _periodicity_steps(cfg: Config, steps: int) -> tuple[int, ...]:
+    every = cfg.ticket.periodicity_every
+    return tuple(range(every, steps, every)) if every and cfg.data.task == "modular" else ()
+
+
+def _log_periodicity(cfg: Config, result, tracker, title: str) -> None:
+    """Periodicity of the input map at the start, the snapshot steps and the end (modular tasks)."""
+    from xlab.analysis.periodicity import input_map, neuron_spectra, periodicity_metrics, plot_spectra
+
+    if cfg.data.task != "modular":
+        return
+    p = cfg.data.p
+    every = cfg.ticket.periodicity_every
+    states = {0: result.init_state, **{s: st for s, st in result.snapshots.items() if every and s % every == 0}}
+    states[int(result.summary()["step"])] = result.state
+    for step in sorted(states):
+        spec = neuron_spectra(input_map(states[step], p))
+        tracker.log_metrics({f"periodicity/{k}": v for k, v in periodicity_metrics(spec, p).items()}, step=step)
+    tracker.log_figure(plot_spectra(spec, f"{title}: per-neuron spectra of W_in . W_E (final)"), "spectra.png")
+
+
 def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
     """One trial: the dense run (stage 1) or one variant started from the dense run of its seed (stage 2)."""
     import tempfile
@@ -202,9 +236,11 @@ def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
     task = build_task(cfg)
     tracker = Tracker()
     if cfg.ticket.variant == "dense":
-        train_cfg = dataclasses.replace(cfg.train, snapshot_steps=(cfg.ticket.memorization_step,))
+        train_cfg = dataclasses.replace(cfg.train, snapshot_steps=(cfg.ticket.memorization_step,
+                                                                   *_periodicity_steps(cfg, cfg.train.steps)))
         result = fit(task, train_cfg, cfg.optim, seed=cfg.seed, tracker=tracker, name=f"dense s{cfg.seed}")
         _log_result(result, tracker, f"dense, seed {cfg.seed}")
+        _log_periodicity(cfg, result, tracker, f"dense, seed {cfg.seed}")
         with tempfile.TemporaryDirectory() as d:
             torch.save({"init": result.init_state, "final": result.state, "snapshots": result.snapshots},
                        f"{d}/dense.pt")
@@ -219,9 +255,12 @@ def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
     train_cfg = cfg.train
     if cfg.ticket.max_steps:
         train_cfg = dataclasses.replace(train_cfg, steps=min(cfg.ticket.max_steps, train_cfg.steps))
+    train_cfg = dataclasses.replace(train_cfg, eval_every=cfg.ticket.eval_every or train_cfg.eval_every,
+                                    snapshot_steps=_periodicity_steps(cfg, train_cfg.steps))
     result = fit(task, train_cfg, optim, seed=cfg.seed, tracker=tracker, init_state=init_state, masks=masks,
                  name=f"{cfg.ticket.variant} r{cfg.ticket.rate} s{cfg.seed}")
     _log_result(result, tracker, f"{cfg.ticket.variant}, rate {cfg.ticket.rate}, seed {cfg.seed}")
+    _log_periodicity(cfg, result, tracker, f"{cfg.ticket.variant}, rate {cfg.ticket.rate}, seed {cfg.seed}")
     if result.masks is not None:
         with tempfile.TemporaryDirectory() as d:
             torch.save({"state": result.state, "masks": result.masks}, f"{d}/ticket.pt")
@@ -291,7 +330,9 @@ def main(cfg: Config) -> dict:
                          f"steps_to_{t0}": first[cfg.train.grok_thresholds[0]] or cap,
                          f"steps_to_{t1}": first[cfg.train.grok_thresholds[-1]] or cap,
                          "reached": float(first[cfg.train.grok_thresholds[0]] is not None),
-                         "final_test_acc": m.get("test/acc"), "density": m.get("density", 1.0)})
+                         "final_test_acc": m.get("test/acc"), "density": m.get("density", 1.0),
+                         "freq_entropy": m.get("periodicity/entropy"),
+                         "freq_entropy_ref": m.get("periodicity/entropy_ref")})
             if run.info.status == "FINISHED" and int(p["seed"]) == seeds[0]:
                 curves[label] = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/history.json")
         table = pd.DataFrame(rows).sort_values(["variant", "rate", "seed"]).reset_index(drop=True)

@@ -22,6 +22,8 @@ metrics ``{method}/{split}/{forget,retain}_acc``.
     xlab run icl_unlearning --preset smoke
     xlab run icl_unlearning --preset paper --model.ref models:/llama2-7b-chat/1   # GPU cluster
     xlab run icl_unlearning --unlearn.methods lora --data.target name
+
+Protocol vs paper (what matches, what differs and why): docs/studies/icl_unlearning.md.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import Literal
 
 from xlab.config import JobConfig, check
 
-Method = Literal["lora", "full"]
+Method = Literal["lora", "lora_paper", "full"]
+METHODS = ("lora", "lora_paper", "full")
 
 
 @dataclasses.dataclass
@@ -82,6 +85,13 @@ class ModelConfig:
     vocab_size: int = 4096
     """BPE vocabulary of a new model's tokenizer, trained on the fact texts."""
     n_ctx: int = 128
+    prompt_format: Literal["auto", "plain", "paper", "chat"] = "auto"
+    """Prompt layout (xlab.analysis.unlearning_prompt): plain ("Question: <<UNL>>t<</UNL>> q\nAnswer:"),
+    paper (the authors' Llama-2 layout "[INST] <<UNL>>\nt\n<</UNL>>\n\nq [/INST]"), chat (the
+    tokenizer's chat template), auto (chat if the tokenizer has a template, else plain)."""
+    start_token: bool = True
+    """Start every sequence (teaching, unlearning, evaluation) the way the tokenizer does
+    (xlab.lm.sequence_start: Llama <s>); False: text tokens only."""
 
 
 @dataclasses.dataclass
@@ -104,7 +114,12 @@ class UnlearnConfig:
     """The unlearning fine-tune (spec: LoRA r=4, alpha=8, dropout 0.1, lr 2e-4; full lr 2e-6; batch 4)."""
 
     methods: tuple[Method, ...] = ("lora", "full")
-    """One Tune trial per method."""
+    """One Tune trial per method: lora (xlab: every attention/MLP projection, tag embeddings trained
+    when lora_train_tags), lora_paper (the authors' setting: q_proj/v_proj only, tags untrained),
+    full (full fine-tune)."""
+    targets: tuple[Literal["name", "answer", "mixed"], ...] = ()
+    """Tag contents run as separate trials and reported separately (paper: answer, the TOFU setting, and
+    name, the AGE setting); empty: data.target only."""
     method: Method = "lora"
     """The method of one trial (set by the sweep)."""
     lora_r: int = 4
@@ -132,8 +147,10 @@ class UnlearnConfig:
     """GPUs each trial reserves (models run on CUDA whenever the process sees one)."""
 
     def __post_init__(self) -> None:
-        check(bool(self.methods) and set(self.methods) <= {"lora", "full"}, "unlearn.methods",
-              f"name lora and/or full, got {self.methods}")
+        check(bool(self.methods) and set(self.methods) <= set(METHODS), "unlearn.methods",
+              f"name one or more of {', '.join(METHODS)}, got {self.methods}")
+        check(set(self.targets) <= {"name", "answer", "mixed"}, "unlearn.targets",
+              f"use name, answer and/or mixed, got {self.targets}")
         check(self.epochs > 0, "unlearn.epochs", f"must be > 0, got {self.epochs}")
         check(self.batch_size >= 1, "unlearn.batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lora_r >= 1, "unlearn.lora_r", f"must be >= 1, got {self.lora_r}")
@@ -165,14 +182,21 @@ PRESETS = {
     # changes nothing); 20 epochs with fresh distractors (1-3 epochs of 288 examples teach nothing).
     "smoke": Config(
         data=DataConfig(n_subjects=48, ood_subjects=12, qa_per_subject=3, target="name"),
-        model=ModelConfig(size="tiny", vocab_size=600, n_ctx=64),
+        # No start token for the model trained here (taught and tuned without one, so consistent): with
+        # it, seed 0 measured in-domain forget accuracy 0.24 after full fine-tuning instead of >= 0.3.
+        model=ModelConfig(size="tiny", vocab_size=600, n_ctx=64, start_token=False),
         learn=LearnConfig(steps=900, batch_size=32, lr=3e-3, warmup_steps=50),
         unlearn=UnlearnConfig(lora_lr=1e-2, full_lr=1e-4, epochs=20.0, lens_examples=32),
     ),
     # The published protocol (GPU cluster): TOFU scale (200 authors x 20 QA), spec hyper-parameters.
     # The authors used 7B-13B chat models: pass one with --model.ref (and --learn.steps to teach it the
     # fictitious facts first, as TOFU's fine-tuned models were).
-    "paper": Config(unlearn=UnlearnConfig(fresh_distractors=False, gpus_per_trial=1.0), torch_threads=0),
+    # Protocol details of the authors' code: their Llama-2 prompt layout, LoRA on q_proj/v_proj with the
+    # tags untrained (lora_paper) reported beside xlab's LoRA, and the tag contents reported separately:
+    # the answer (TOFU) and the person (AGE).
+    "paper": Config(model=ModelConfig(prompt_format="paper"),
+                    unlearn=UnlearnConfig(methods=("lora_paper", "lora", "full"), targets=("answer", "name"),
+                                          fresh_distractors=False, gpus_per_trial=1.0), torch_threads=0),
 }
 KEY_METRICS = ["lora/in/forget_acc", "lora/in/retain_acc", "full/in/forget_acc", "full/in/retain_acc"]
 
@@ -202,31 +226,34 @@ def teach_facts(cfg: Config, rows, tracker=None):
     """The subject model: a new BPE + causal LM (or model.ref) trained on the plain QA ``rows``."""
     import torch
 
-    from xlab.analysis.unlearning import fact_pairs, prompt
+    from xlab.analysis.unlearning import fact_pairs
+    from xlab.analysis.unlearning_prompt import PromptStyle
     from xlab.data.tofu import FORGOT
     from xlab.lm import LMTrainConfig, build_causal_lm, load_causal_lm, train_bpe, train_on_pairs
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
-    pairs = fact_pairs(rows)
+    if cfg.model.ref:
+        model, tok = load_causal_lm(cfg.model.ref)
+    else:
+        # The tokenizer sees every fact text and the word "forgot", never the tags (added later, as the
+        # study does with a pretrained model).
+        text_style = PromptStyle("paper" if cfg.model.prompt_format == "paper" else "plain")
+        texts = [p + c for p, c in fact_pairs(rows, text_style)] + [text_style("x") + f" {FORGOT}"] * 4
+        tok = train_bpe(texts, cfg.model.vocab_size)
+        model = build_causal_lm(cfg.model.arch, cfg.model.size, vocab_size=len(tok), n_ctx=cfg.model.n_ctx,
+                                seed=cfg.seed)
+    model.to(_device())
+    style = PromptStyle.of(cfg.model.prompt_format, tok)
+    pairs = fact_pairs(rows, style)
     rng = random.Random(f"context:{cfg.seed}")
     for _ in range(cfg.learn.context_variants):
         for r in rows:
             other = rng.choice(rows)
             while other.subject == r.subject and len({x.subject for x in rows}) > 1:
                 other = rng.choice(rows)
-            pairs.append((prompt(f"{rng.choice((other.subject, other.answer))} {r.question}"), f" {r.answer}"))
-    if cfg.model.ref:
-        model, tok = load_causal_lm(cfg.model.ref)
-    else:
-        # The tokenizer sees every fact text and the word "forgot", never the tags (added later, as the
-        # study does with a pretrained model).
-        texts = [p + c for p, c in fact_pairs(rows)] + [prompt("x") + f" {FORGOT}"] * 4
-        tok = train_bpe(texts, cfg.model.vocab_size)
-        model = build_causal_lm(cfg.model.arch, cfg.model.size, vocab_size=len(tok), n_ctx=cfg.model.n_ctx,
-                                seed=cfg.seed)
-    model.to(_device())
+            pairs.append((style(f"{rng.choice((other.subject, other.answer))} {r.question}"), f" {r.answer}"))
     history = []
     if cfg.learn.steps > 0:
         lcfg = LMTrainConfig(steps=cfg.learn.steps, batch_size=cfg.learn.batch_size, lr=cfg.learn.lr,
@@ -238,15 +265,15 @@ def teach_facts(cfg: Config, rows, tracker=None):
             if tracker is not None:
                 tracker.log_metrics({f"learn/{k.split('/')[-1]}": v for k, v in m.items()}, step=step)
 
-        history = train_on_pairs(model, tok, pairs, lcfg, log_fn=log_fn)
+        history = train_on_pairs(model, tok, pairs, lcfg, log_fn=log_fn, start=cfg.model.start_token)
     model.eval()
     return model, tok, history
 
 
-def _eval_split(model, tok, examples, max_new_tokens: int) -> dict[str, float]:
-    from xlab.analysis.unlearning import greedy_answers, prompt, unlearning_scores
+def _eval_split(model, tok, examples, max_new_tokens: int, style, start: bool) -> dict[str, float]:
+    from xlab.analysis.unlearning import example_prompt, greedy_answers, unlearning_scores
 
-    outs = greedy_answers(model, tok, [prompt(e.user_turn) for e in examples], max_new_tokens)
+    outs = greedy_answers(model, tok, [example_prompt(e, style) for e in examples], max_new_tokens, start=start)
     return unlearning_scores(examples, outs), outs
 
 
@@ -262,12 +289,14 @@ def trial(cfg: Config) -> dict:
 
     from xlab.analysis.unlearning import (
         add_unlearning_tokens,
+        example_prompt,
         logit_lens_curves,
         plot_logit_lens,
         unlearning_pairs,
         unwrap_lora,
         wrap_lora,
     )
+    from xlab.analysis.unlearning_prompt import PromptStyle
     from xlab.lm import LMTrainConfig, load_causal_lm, train_on_pairs
     from xlab.track import Tracker
 
@@ -279,18 +308,24 @@ def trial(cfg: Config) -> dict:
     _, _, splits = make_data(cfg)
     model, tok = load_causal_lm(u.base_model, device=_device())
     tag_ids = add_unlearning_tokens(model, tok, seed=cfg.seed)
+    style, start = PromptStyle.of(cfg.model.prompt_format, tok), cfg.model.start_token
     evals = {"in": splits.test_in, "ood": splits.test_ood}
     metrics: dict[str, float] = {}
     lens_in = _lens_sample(splits.test_in, u.lens_examples)
-    curves = {"before": logit_lens_curves(model, tok, lens_in)}
+    curves = {"before": logit_lens_curves(model, tok, lens_in, style=style, start=start)}
     for split, examples in evals.items():
-        scores, _ = _eval_split(model, tok, examples, u.max_new_tokens)
+        scores, _ = _eval_split(model, tok, examples, u.max_new_tokens, style, start)
         metrics.update({f"before/{split}/{k}": v for k, v in scores.items()})
     _log(f"{u.method}: before  in-domain forget {metrics['before/in/forget_acc']:.2f} "
          f"retain {metrics['before/in/retain_acc']:.2f}")
 
-    lr = u.lora_lr if u.method == "lora" else u.full_lr
-    net = wrap_lora(model, tag_ids if u.lora_train_tags else [], u.lora_r, u.lora_alpha, u.lora_dropout) if u.method == "lora" else model
+    lr = u.full_lr if u.method == "full" else u.lora_lr
+    if u.method == "full":
+        net = model
+    elif u.method == "lora_paper":  # the authors' LoraConfig: peft's q/v default, tags untrained
+        net = wrap_lora(model, [], u.lora_r, u.lora_alpha, u.lora_dropout, scope="qv")
+    else:
+        net = wrap_lora(model, tag_ids if u.lora_train_tags else [], u.lora_r, u.lora_alpha, u.lora_dropout)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     steps = max(1, round(u.epochs * len(splits.train) / u.batch_size))
     tcfg = LMTrainConfig(steps=steps, batch_size=u.batch_size, lr=lr, schedule="constant", weight_decay=0.0,
@@ -301,7 +336,7 @@ def trial(cfg: Config) -> dict:
         if step % max(steps // 5, 1) == 0 or step == steps:
             _log(f"{u.method}: unlearning step {step}/{steps} loss {m['train/loss']:.3f}")
 
-    pairs = unlearning_pairs(splits.train)
+    pairs = unlearning_pairs(splits.train, style)
     if u.fresh_distractors:
         from xlab.data.tofu import unlearning_examples
 
@@ -309,19 +344,19 @@ def trial(cfg: Config) -> dict:
         pool = make_data(cfg)[0]
         for epoch in range(1, math.ceil(u.epochs)):
             pairs += unlearning_pairs(unlearning_examples(rows, cfg.data.target, seed=cfg.seed + 1000 * epoch,
-                                                          pool=pool))
+                                                          pool=pool), style)
     t0 = time.perf_counter()
-    history = train_on_pairs(net, tok, pairs, tcfg, log_fn=log_fn)
+    history = train_on_pairs(net, tok, pairs, tcfg, log_fn=log_fn, start=start)
     metrics["train_seconds"] = time.perf_counter() - t0
     model = unwrap_lora(net)
     model.eval()
     samples = {}
     for split, examples in {**evals, "train": splits.train}.items():
-        scores, outs = _eval_split(model, tok, examples, u.max_new_tokens)
+        scores, outs = _eval_split(model, tok, examples, u.max_new_tokens, style, start)
         metrics.update({f"after/{split}/{k}": v for k, v in scores.items()})
-        samples[split] = [{"kind": e.kind, "prompt": e.user_turn, "gold": e.output, "output": o}
+        samples[split] = [{"kind": e.kind, "prompt": example_prompt(e, style), "gold": e.output, "output": o}
                           for e, o in list(zip(examples, outs, strict=True))[:40]]
-    curves["after"] = logit_lens_curves(model, tok, lens_in)
+    curves["after"] = logit_lens_curves(model, tok, lens_in, style=style, start=start)
     metrics.update({"trainable_params": float(trainable), "steps": float(steps), "lr": lr,
                     "final_loss": history[-1]["train/loss"] if history else float("nan")})
     _log(f"{u.method}: after   in-domain forget {metrics['after/in/forget_acc']:.2f} "
@@ -335,18 +370,25 @@ def trial(cfg: Config) -> dict:
     return {k.replace("/", "_"): v for k, v in metrics.items() if k.startswith("after/")}
 
 
-def results_table(children) -> list[dict]:
-    """Rows (method, split, stage, forget_acc, retain_acc, ...) from the trials' MLflow runs."""
+def trial_label(method: str, target: str | None) -> str:
+    """A trial's name in tables and metric keys: the method, with the tag contents when several are run."""
+    return method if target is None else f"{method}[{target}]"
+
+
+def results_table(children, by_target: bool = False) -> list[dict]:
+    """Rows (method, target, split, stage, forget_acc, retain_acc, ...) from the trials' MLflow runs;
+    with ``by_target`` the method label names the tag contents too (``lora[answer]``)."""
     rows = []
     for run in children:
         m = run.data.metrics
-        method = run.data.params.get("unlearn.method", "?")
+        target = run.data.params.get("data.target")
+        method = trial_label(run.data.params.get("unlearn.method", "?"), target if by_target else None)
         for stage in ("before", "after"):
             for split in ("in", "ood"):
                 key = f"{stage}/{split}"
                 if f"{key}/forget_acc" not in m:
                     continue
-                rows.append({"method": method, "split": split, "stage": stage, "status": run.info.status,
+                rows.append({"method": method, "target": target, "split": split, "stage": stage, "status": run.info.status,
                              **{k: m.get(f"{key}/{k}") for k in ("forget_acc", "retain_acc", "forget_leak",
                                                                   "retain_forgot")}})
     return rows
@@ -383,6 +425,7 @@ def main(cfg: Config) -> dict:
     import pandas as pd
 
     from xlab.analysis.unlearning import knowledge_accuracy, plot_logit_lens
+    from xlab.analysis.unlearning_prompt import PromptStyle
     from xlab.config import apply_overrides
     from xlab.lm import save_causal_lm
     from xlab.session import job_session
@@ -396,8 +439,11 @@ def main(cfg: Config) -> dict:
              f"unlearning train/in/ood examples: {len(splits.train)}/{len(splits.test_in)}/{len(splits.test_ood)}")
         tracker.log_dict([dataclasses.asdict(r) for r in train_rows + ood_rows], "facts.json")
         model, tok, _ = teach_facts(cfg, train_rows + ood_rows, tracker)
-        know = {f"knowledge/{cfg.data.train_domain}": knowledge_accuracy(model, tok, train_rows),
-                f"knowledge/{cfg.data.ood_domain}": knowledge_accuracy(model, tok, ood_rows)}
+        style = PromptStyle.of(cfg.model.prompt_format, tok)
+        know = {f"knowledge/{cfg.data.train_domain}": knowledge_accuracy(model, tok, train_rows, start=cfg.model.start_token,
+                                                                         style=style),
+                f"knowledge/{cfg.data.ood_domain}": knowledge_accuracy(model, tok, ood_rows, start=cfg.model.start_token,
+                                                                       style=style)}
         tracker.log_metrics(know)
         _log("subject model answers plain questions: " + ", ".join(f"{k} {v:.2f}" for k, v in know.items()))
         # The trials load the subject model by URI (any node of a cluster can).
@@ -406,17 +452,23 @@ def main(cfg: Config) -> dict:
             mlflow.log_artifacts(f"{d}/subject_model", "subject_model")
         base = f"runs:/{parent.info.run_id}/subject_model"
         tcfg = apply_overrides(cfg, {"unlearn.base_model": base})
-        results = run_sweep(trial, tcfg, grid({"unlearn.method": list(cfg.unlearn.methods)}),
+        axes = {"unlearn.method": list(cfg.unlearn.methods)}
+        if cfg.unlearn.targets:
+            axes["data.target"] = list(cfg.unlearn.targets)
+        results = run_sweep(trial, tcfg, grid(axes),
                             parent_run_id=parent.info.run_id, metric="after_in_forget_acc", mode="max",
                             cpus_per_trial=cfg.unlearn.cpus_per_trial, gpus_per_trial=cfg.unlearn.gpus_per_trial)
         children = child_runs(parent.info.run_id)
-        table = pd.DataFrame(results_table(children))
+        by_target = bool(cfg.unlearn.targets)
+        table = pd.DataFrame(results_table(children, by_target))
         lens = {}
         for run in children:
             if run.info.status == "FINISHED":
                 curves = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/logit_lens.json")
                 lens.setdefault("before", curves["before"])
-                lens[f"after {run.data.params.get('unlearn.method')}"] = curves["after"]
+                label = trial_label(run.data.params.get("unlearn.method", "?"),
+                                    run.data.params.get("data.target") if by_target else None)
+                lens[f"after {label}"] = curves["after"]
         if lens:
             tracker.log_figure(plot_logit_lens(lens, "logit lens at the first answer position (in-domain test)"),
                                "logit_lens.png")

@@ -6,7 +6,7 @@ target language (en, de, fr, es, zh, ja) a unit's score is the average precision
 a classifier of "the sentence is in the target language" (positives: the language's sentences,
 negatives: the other five languages'); the top N/2 and bottom N/2 units are selected. Tampering fixes
 each selected unit to its median response on target-language sentences at every position, and the
-effect is the share of unconditional generations (from BOS, temperature 0.8) that py3langid,
+effect is the share of unconditional generations (from the tokenizer's sequence start, temperature 0.8) that py3langid,
 restricted to the six languages, assigns to the target language, before and after, for each N of a
 sweep. The parent MLflow run gets the AP-selected units, the overlap matrix and per-layer
 distribution plots and the share-vs-N plot; each N is a Ray task with its own nested MLflow run.
@@ -20,6 +20,8 @@ six-language mix), logs it to the run and analyses it.
     xlab run lang_neurons --preset smoke          # trains a tiny multilingual GPT-2 (minutes on CPU)
     xlab run lang_neurons --preset paper --subject.ref /models/xglm-564M
     xlab run lang_neurons --analysis.n_values 100 1000 2000 --subject.ref models:/multilingual-lm@prod
+
+Protocol vs paper (what matches, what differs and why): docs/studies/lang_neurons.md.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ class AnalysisConfig:
     batch_size: int = 16
     max_length: int = 128
     """Tokens per sentence when scoring."""
+    start_token: bool = True
+    """Start scored sentences and generations the way the subject's tokenizer starts a sequence
+    (xlab.lm.sequence_start: XGLM </s>, as the authors' tokenizer("") does; Llama <s>; GPT-2
+    <|endoftext|>); False: scored sentences without it and generation from BOS (else EOS)."""
 
 
 @dataclasses.dataclass
@@ -180,12 +186,14 @@ def _generation_task(
         for target in langs if n is not None else [None]:
             if target is None:
                 texts = generate_unconditional(model, tok, g.n_samples, max_new_tokens=g.max_new_tokens,
-                                               temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size)
+                                               temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size,
+                                               start=cfg.analysis.start_token)
             else:
                 units, values = tampering[target]
                 with intervene(model, tamper_edits(layout, units, values)):
                     texts = generate_unconditional(model, tok, g.n_samples, max_new_tokens=g.max_new_tokens,
-                                                   temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size)
+                                                   temperature=g.temperature, seed=cfg.seed, batch_size=g.batch_size,
+                                                   start=cfg.analysis.start_token)
             key = target or "none"
             out["shares"][key] = language_shares(texts, langs)
             out["samples"][key] = texts[:8]
@@ -305,7 +313,7 @@ def main(cfg: Config) -> dict:
               f"N must not exceed the model's {n_units} units")
         labels = np.array([s.lang for s in scored])
         resp = unit_responses(model, tok, [s.text for s in scored], layout, batch_size=cfg.analysis.batch_size,
-                              max_length=cfg.analysis.max_length, progress=True)
+                              max_length=cfg.analysis.max_length, progress=True, start=cfg.analysis.start_token)
         ap = {lang: average_precision(resp, labels == lang) for lang in langs}
         print(f"[lang_neurons] {n_units} units scored ({time.time() - t0:.0f}s)", flush=True)
         selected: dict[int, dict[str, Any]] = {}

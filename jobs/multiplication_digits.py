@@ -16,6 +16,8 @@ for the largest cell.
     xlab run multiplication_digits --preset smoke
     xlab run multiplication_digits --preset paper                        # GPU cluster
     xlab run multiplication_digits --model models:/arith-gpt2/1 --eval.mc_passes 100
+
+Protocol vs paper (what matches, what differs and why): docs/studies/multiplication_digits.md.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ class EvalConfig:
     """Monte-Carlo dropout passes (spec: 30-100; 0 = off)."""
     mc_p: float = 0.1
     """Dropout probability at inference."""
+    mc_sites: tuple[str, ...] = ("native",)
+    """Where MC dropout acts (xlab.analysis.mc_dropout): native (the model's own dropout: on Llama/Mistral
+    attention-weight dropout only), resid (every block's output, by hook), mlp (every MLP output, by hook).
+    The active sites are logged (mc_active_sites.json)."""
+    start_token: bool = True
+    """Start every sequence the way the model's tokenizer does (xlab.lm.sequence_start: Llama/Mistral <s>,
+    GPT-2 <|endoftext|>); the subject trained here learns with the same start. False: text tokens only."""
     tasks: int = 2
     """Ray tasks the (n, m) cells are spread over."""
     cpus_per_task: float = 1.0
@@ -72,6 +81,10 @@ class EvalConfig:
         check(self.mc_passes >= 0, "eval.mc_passes", f"must be >= 0, got {self.mc_passes}")
         check(0.0 <= self.mc_p < 1.0, "eval.mc_p", f"must be in [0, 1), got {self.mc_p}")
         check(self.tasks >= 1, "eval.tasks", f"must be >= 1, got {self.tasks}")
+        from xlab.analysis.mc_dropout import SITES
+
+        check(bool(self.mc_sites) and set(self.mc_sites) <= set(SITES), "eval.mc_sites",
+              f"name one or more of {', '.join(SITES)}, got {self.mc_sites}")
 
 
 @dataclasses.dataclass
@@ -145,24 +158,32 @@ def train_subject(cfg: Config, exclude, tracker=None):
         if tracker is not None:
             tracker.log_metrics({f"subject/{k.split('/')[-1]}": v for k, v in m.items()}, step=step)
 
-    history = train_on_pairs(model, tok, [(p.prompt, p.answer) for p in problems], lcfg, log_fn=log_fn)
+    history = train_on_pairs(model, tok, [(p.prompt, p.answer) for p in problems], lcfg, log_fn=log_fn,
+                             start=cfg.eval.start_token)
     model.eval()
     return model, tok, history
 
 
-def evaluate_cells(model_ref: str, problems: list, mc_passes: int, mc_p: float, seed: int,
-                   threads: int = 1) -> list[dict]:
-    """Load the model by reference and evaluate ``problems`` (one Ray task runs this)."""
+def evaluate_cells(model_ref: str, problems: list, ev: EvalConfig, seed: int,
+                   threads: int = 1) -> tuple[list[dict], list[str]]:
+    """Load the model by reference and evaluate ``problems`` (one Ray task runs this); returns the
+    records and the MC dropout sites that were active."""
     import torch
 
     from xlab.analysis.digits import evaluate_digits
+    from xlab.analysis.mc_dropout import mc_dropout
     from xlab.lm import load_causal_lm
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model, tok = load_causal_lm(model_ref, device="cuda" if torch.cuda.is_available() else "cpu")
-    return evaluate_digits(model, tok, problems, mc_passes=mc_passes, mc_p=mc_p)
+    with mc_dropout(model, ev.mc_p, ev.mc_sites) as active:
+        pass
+    model.eval()
+    records = evaluate_digits(model, tok, problems, mc_passes=ev.mc_passes, mc_p=ev.mc_p, start=ev.start_token,
+                              mc_sites=ev.mc_sites)
+    return records, active
 
 
 def summary_metrics(table, max_digits: int) -> dict[str, float]:
@@ -222,10 +243,16 @@ def main(cfg: Config) -> dict:
         cells = sorted({(p.n, p.m) for p in problems})
         groups = [cells[i::cfg.eval.tasks] for i in range(min(cfg.eval.tasks, len(cells)))]
         remote = ray.remote(num_cpus=cfg.eval.cpus_per_task, num_gpus=cfg.eval.gpus_per_task)(evaluate_cells)
-        futures = [remote.remote(ref, [p for p in problems if (p.n, p.m) in set(g)], cfg.eval.mc_passes,
-                                 cfg.eval.mc_p, cfg.seed + i, cfg.torch_threads) for i, g in enumerate(groups)]
+        futures = [remote.remote(ref, [p for p in problems if (p.n, p.m) in set(g)], cfg.eval,
+                                 cfg.seed + i, cfg.torch_threads) for i, g in enumerate(groups)]
         _log(f"evaluating {len(problems)} problems in {len(futures)} Ray tasks ({cfg.eval.mc_passes} MC passes)")
-        records = [r for chunk in ray.get(futures) for r in chunk]
+        results = ray.get(futures)
+        records = [r for chunk, _ in results for r in chunk]
+        active = results[0][1]
+        tracker.log_dict({"sites": cfg.eval.mc_sites, "active": active}, "mc_active_sites.json")
+        tracker.log_metrics({"mc_active_sites": float(len(active))})
+        _log(f"MC dropout sites {cfg.eval.mc_sites}: {len(active)} active ({', '.join(active[:4])}"
+             f"{', ...' if len(active) > 4 else ''})")
         table = cell_table(records)
         metrics = summary_metrics(table, cfg.data.max_digits)
         tracker.log_metrics(metrics)

@@ -18,6 +18,8 @@ monosemantic features; deeper layers and attention outputs separate word senses 
 
     xlab run sae_polysemy --preset smoke
     xlab run sae_polysemy --preset paper --subject.model models:/pretrain-gpt2@best --data.pairs_file ps_eval.json
+
+Protocol vs paper (what matches, what differs and why): docs/studies/sae_polysemy.md.
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ class DataConfig:
     """Tokens of activations per (layer, module) the SAEs train on."""
     act_block: int = 64
     """Tokens per text when collecting activations."""
+    start_token: bool = True
+    """Start every sequence (SAE training texts and PS-Eval prompts alike) the way the subject's
+    tokenizer does (xlab.lm.sequence_start: GPT-2 <|endoftext|> as TransformerLens prepends, Llama <s>);
+    False: text tokens only."""
+    lemma_in_context: bool = True
+    """Also require the target word verbatim, as one token, in both contexts (an xlab filter: drops
+    WiC pairs with inflected or capitalized forms); the paper preset turns it off (the paper's filter:
+    the word is one token in the prompt's template)."""
 
 
 @dataclasses.dataclass
@@ -134,7 +144,7 @@ PRESETS = {
             block_size=256,
             torch_threads=0,
         ),
-        data=DataConfig(act_tokens=2_000_000, act_block=256),
+        data=DataConfig(act_tokens=2_000_000, act_block=256, lemma_in_context=False),
         sae=SAETrainConfig(
             steps=30_000,
             batch_size=4096,
@@ -207,7 +217,7 @@ def ps_pairs(cfg: DataConfig, tok: Any, seed: int) -> tuple[list, dict[str, int]
     from xlab.data.polysemy import load_inventory, polysemy_pairs
 
     raw = load_pairs(cfg.pairs_file) if cfg.pairs_file else polysemy_pairs(load_inventory(), seed=seed)
-    kept, dropped = filter_single_token(raw, tok)
+    kept, dropped = filter_single_token(raw, tok, require_in_context=cfg.lemma_in_context)
     pairs = balance_pairs(kept, seed=seed)
     if cfg.max_pairs:
         pairs = balance_pairs(pairs[: cfg.max_pairs], seed=seed)
@@ -242,9 +252,10 @@ def cache_activations(
     progress.last = 0
 
     train = token_activations(
-        model, tok, texts, points, max_tokens=cfg.act_tokens, block_size=cfg.act_block, progress=progress
+        model, tok, texts, points, max_tokens=cfg.act_tokens, block_size=cfg.act_block, progress=progress,
+        start=cfg.start_token,
     )
-    ps = ps_activations(model, tok, pairs, points)
+    ps = ps_activations(model, tok, pairs, points, start=cfg.start_token, require_in_context=cfg.lemma_in_context)
     labels = [p.label for p in pairs]
     return {p: {"train": train[p], "ps": ps[p], "labels": labels} for p in points}
 
@@ -287,9 +298,17 @@ def make_trial(refs: dict[str, Any], n_layers: int):
 # -- summary ------------------------------------------------------------------------------------------
 
 
-def summary_plots(table: Any, dense: Any) -> dict[str, Any]:
+def layer_label(layer: int, n_layers: int) -> str:
+    """Plot label of block ``layer``'s output with its TransformerLens name, so plots compare with the paper's."""
+    from xlab.analysis.ps_eval import tl_hook_name
+
+    return f"layer {layer}\n(TL {tl_hook_name('resid', layer, n_layers).replace('.hook_', ' ')})"
+
+
+def summary_plots(table: Any, dense: Any, n_layers: int) -> dict[str, Any]:
     """PS-Eval F1 / accuracy vs MSE and vs L0 (one colour per module, one marker per activation), and
-    the best F1 per layer and module with the dense baseline."""
+    the best F1 per layer and module with the dense baseline. Layers are labelled with xlab's block
+    index and the TransformerLens residual hook of the same activation (resid.L = blocks.{L+1}.hook_resid_pre)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,7 +369,7 @@ def summary_plots(table: Any, dense: Any) -> dict[str, Any]:
                 zorder=3,
             )
         ax.axhline(chance, color="k", lw=0.6, ls=":")
-        ax.set_xticks([j + width for j in range(len(layers))], [f"layer {lay}" for lay in layers])
+        ax.set_xticks([j + width for j in range(len(layers))], [layer_label(lay, n_layers) for lay in layers])
         ax.set_ylabel(metric.replace("ps_", "PS-Eval "))
         ax.set_ylim(0, 1)
         ax.set_title(f"Best {metric.replace('ps_', 'PS-Eval ')} per layer and module")
@@ -363,7 +382,7 @@ def summary_plots(table: Any, dense: Any) -> dict[str, Any]:
             sub = dense[dense.module == mod].sort_values("layer")
             ax.plot(sub.layer, sub.cos_auc_centered, marker="o", color=colors[mod], label=mod)
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
-        ax.set_xlabel("layer")
+        ax.set_xlabel("layer (xlab block output = TransformerLens blocks.{L+1}.hook_resid_pre)")
         ax.set_ylabel("ROC AUC (same vs different sense)")
         ax.set_title("Sense signal in the raw activations (cosine of word-centred activations)")
         ax.legend(fontsize=8)
@@ -406,6 +425,7 @@ def main(cfg: Config) -> dict:
     from rich import print as rprint
 
     from xlab.analysis.hooks import module_map
+    from xlab.analysis.ps_eval import tl_hook_name
     from xlab.session import job_session
     from xlab.track import Tracker, child_runs
     from xlab.tune import grid, raise_on_errors, run_sweep
@@ -465,6 +485,7 @@ def main(cfg: Config) -> dict:
                     "expansion": int(p["sae.expansion"]),
                     "layer": int(m["layer_index"]),
                     "module": p["target.module"],
+                    "tl_hook": tl_hook_name(p["target.module"], int(m["layer_index"]), mm.n_layers),
                     **{k: m[k] for k in ("mse", "l0", "explained_variance", "dead_frac") if k in m},
                     **{k: v for k, v in m.items() if k.startswith("ps_")},
                 }
@@ -476,7 +497,7 @@ def main(cfg: Config) -> dict:
             out["table"] = table
             tracker.log_table(table, "ps_eval_table.json")
             tracker.log_table(dense, "dense_baseline.json")
-            for name, fig in summary_plots(table, dense).items():
+            for name, fig in summary_plots(table, dense, mm.n_layers).items():
                 tracker.log_figure(fig, name)
             metrics = {
                 "best_f1": table.ps_f1.max(),
@@ -502,6 +523,7 @@ def main(cfg: Config) -> dict:
             cols = [
                 "layer",
                 "module",
+                "tl_hook",
                 "activation",
                 "expansion",
                 "mse",

@@ -28,12 +28,14 @@ sentences and items are disjoint from the training ones.
     xlab run scrambled_bench --preset paper --subject.ref models:/my-llm@prod
     xlab run scrambled_bench --preset paper --subject.endpoint_url http://localhost:8000/v1 \\
         --subject.endpoint_model meta-llama/Llama-3.1-8B
+
+Protocol vs paper (what matches, what differs and why): docs/studies/scrambled_bench.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from xlab.config import JobConfig, check
 from xlab.lm.loop import LMTrainConfig
@@ -86,10 +88,19 @@ class EvalConfig:
     qa_conditions: tuple[str, ...] = ("random:1.0", "keep_first_last:1.0")
     """Scrambled-evidence conditions for QA (original and substitute are always run, for the RPG)."""
     qa_scoring: str = "loglikelihood"
-    """loglikelihood (option continuation scores) or generate (parse the option letter)."""
+    """loglikelihood (option continuation scores), generate (parse the option letter) or paper (the
+    authors' prompt, generation and answer parsing; implied by protocol paper)."""
+    protocol: Literal["xlab", "paper"] = "xlab"
+    """paper: the authors' format throughout (xlab.analysis.scramble_paper): letters scrambled inside any
+    word token (digits stay), their recovery prompts (few-shot: their three fixed sentences scrambled at
+    50%, no instruction), their QA prompt "... among A through D, the answer is" with generation and
+    answer parsing. xlab: all-letter tokens only, xlab's few-shot layout, qa_scoring as set."""
     qa_shots: int = 0
     max_new_tokens: int = 48
     batch_size: int = 16
+    start_token: bool = True
+    """Start prompts of a Hugging Face subject the way its tokenizer starts a sequence
+    (xlab.lm.sequence_start: Llama <s>, as the authors' tokenizer(prompt) does); False: text tokens only."""
     device: str = "cpu"
     cpus_per_subject: float = 1.0
 
@@ -101,7 +112,10 @@ class EvalConfig:
             check(mode in MODES and rate.replace(".", "", 1).isdigit() and 0 <= float(rate) <= 1,
                   "eval.conditions", f"{c!r} is not MODE:RATE with MODE in {MODES} and RATE in [0, 1]")
         check(all(s >= 0 for s in self.shots), "eval.shots", "must be >= 0")
-        check(self.qa_scoring in ("loglikelihood", "generate"), "eval.qa_scoring", "use loglikelihood or generate")
+        check(self.qa_scoring in ("loglikelihood", "generate", "paper"), "eval.qa_scoring",
+              "use loglikelihood, generate or paper")
+        check(self.protocol != "paper" or max(self.shots, default=0) <= 3, "eval.shots",
+              "the paper protocol has three fixed demonstrations: use shots <= 3")
 
 
 @dataclasses.dataclass
@@ -130,7 +144,8 @@ PRESETS = {
         subject=SubjectConfig(reference=False, size="smoke", n_ctx=1024, vocab_size=8192, d_model=0),
         train=LMTrainConfig(steps=20_000, batch_size=64, lr=1e-3, warmup_fraction=0.05, block_size=1024),
         eval=EvalConfig(shots=(0, 3), qa_conditions=("random:0.2", "random:0.5", "random:1.0", "keep_first:1.0",
-                                                      "keep_first_last:1.0"), max_new_tokens=128, device="cuda"),
+                                                      "keep_first_last:1.0"), max_new_tokens=128, device="cuda",
+                        protocol="paper"),
     ),
 }
 KEY_METRICS = ["recovery/random_1.0/0shot", "recovery/keep_first_last_1.0/0shot", "qa/rpg/random_1.0"]
@@ -196,18 +211,25 @@ def train_subject(cfg: Config, data: dict[str, Any], kind: str, log_fn=None) -> 
 def evaluate_subject(generator: Any, cfg: Config, data: dict[str, Any]) -> tuple[dict[str, float], dict]:
     """Every recovery condition x shots and every QA condition; returns metrics and sample rows."""
     from xlab.analysis.scramble import evaluate_qa, evaluate_recovery, relative_performance_gain, scramble
+    from xlab.analysis.scramble_paper import DEMO_RATE, RECOVERY_DEMOS
 
+    paper = cfg.eval.protocol == "paper"
+    rule = "paper" if paper else "xlab"
     metrics: dict[str, float] = {}
     samples: dict[str, Any] = {}
     for shots in cfg.eval.shots:
         for c in cfg.eval.conditions:
             mode, rate = _cond(c)
-            demos = [(scramble(d, mode, rate, seed=cfg.seed + 7 + i), d)
-                     for i, d in enumerate(data["demo_sentences"][:shots])]
+            if paper:  # the authors' fixed demonstrations, 50 % random scrambling whatever the condition
+                demos = [(scramble(d, "random", DEMO_RATE, seed=cfg.seed, rule=rule), d) for d in RECOVERY_DEMOS[:shots]]
+            else:
+                demos = [(scramble(d, mode, rate, seed=cfg.seed + 7 + i), d)
+                         for i, d in enumerate(data["demo_sentences"][:shots])]
             res = evaluate_recovery(generator, data["eval_sentences"], mode=mode, rate=rate, seed=cfg.seed,
-                                    demos=demos, max_new_tokens=cfg.eval.max_new_tokens)
+                                    demos=demos, max_new_tokens=cfg.eval.max_new_tokens, style=rule, rule=rule)
             key = f"{_key(c)}/{shots}shot"
             metrics[f"recovery/{key}"] = res["recovery_rate"]
+            metrics[f"recovery_corpus/{key}"] = res["recovery_rate_corpus"]
             metrics[f"recovery_exact/{key}"] = res["exact"]
             metrics[f"ed_recovered/{key}"] = res["ed_recovered"]
             metrics[f"ed_scrambled/{key}"] = res["ed_scrambled"]
@@ -218,7 +240,7 @@ def evaluate_subject(generator: Any, cfg: Config, data: dict[str, Any]) -> tuple
     for c in ("original", "substitute:1.0", *cfg.eval.qa_conditions):
         mode, rate = (None, 1.0) if c == "original" else _cond(c)
         acc[c] = evaluate_qa(generator, data["eval_items"], mode=mode, rate=rate, seed=cfg.seed,
-                             scoring=cfg.eval.qa_scoring, demos=demos)["accuracy"]
+                             scoring="paper" if paper else cfg.eval.qa_scoring, demos=demos, rule=rule)["accuracy"]
         metrics[f"qa/acc/{'original' if mode is None else _key(c)}"] = acc[c]
     for c in cfg.eval.qa_conditions:
         metrics[f"qa/rpg/{_key(c)}"] = relative_performance_gain(acc["original"], acc[c], acc["substitute:1.0"])
@@ -273,7 +295,8 @@ def _run_subject(cfg: Config, spec: dict[str, str], data: dict[str, Any]) -> dic
                       flush=True)
 
             model, tok, history = train_subject(cfg, data, spec["kind"], log_fn=log_fn)
-        gen = HFGenerator(model, tok, device=cfg.eval.device, batch_size=cfg.eval.batch_size)
+        gen = HFGenerator(model, tok, device=cfg.eval.device, batch_size=cfg.eval.batch_size,
+                          start=cfg.eval.start_token)
     metrics, samples = evaluate_subject(gen, cfg, data)
     return {**spec, "metrics": metrics, "samples": samples, "history": history, "seconds": time.time() - t0,
             "model": model if spec["kind"] == "demo-trained" else None, "tokenizer": tok}

@@ -39,6 +39,7 @@ class ScriptedLM(nn.Module):
         self.script = script
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the module a device
         self.calls = 0
+        self.seen: list[list[int]] = []
 
     def forward(self, input_ids, **_):
         self.calls += 1
@@ -46,7 +47,8 @@ class ScriptedLM(nn.Module):
         b, t = input_ids.shape
         logits = torch.zeros(b, t, vocab)
         for i in range(b):
-            text = self.tok.decode(input_ids[i].tolist())
+            self.seen.append(input_ids[i].tolist())
+            text = self.tok.decode(input_ids[i].tolist(), skip_special_tokens=True)
             if text in self.script:
                 probs = torch.full((vocab,), 1e-12)
                 for token, p in self.script[text].items():
@@ -161,3 +163,46 @@ def test_mc_dropout_restores_training_state_and_probability():
     with mc_dropout(model, 0.4):
         assert all(m.p == 0.4 for m in model.modules() if isinstance(m, nn.Dropout))
     assert model.training and all(m.p == 0.05 for m in model.modules() if isinstance(m, nn.Dropout))
+
+
+def test_every_sequence_fed_starts_with_the_tokenizers_start_token():
+    tok = digit_tokenizer()  # adds no prefix and has no BOS: sequences start with its EOS
+    model = ScriptedLM(tok, _digit_script())
+    evaluate_digits(model, tok, [Problem(12, 34)])
+    assert model.seen and all(ids[0] == tok.eos_token_id for ids in model.seen)
+    model.seen.clear()
+    evaluate_digits(model, tok, [Problem(12, 34)], start=False)
+    assert all(ids[0] != tok.eos_token_id for ids in model.seen)
+
+
+def _tiny_llama(tok):
+    import transformers as T
+
+    cfg = T.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    return T.LlamaForCausalLM(cfg)
+
+
+def test_mc_dropout_sites_llama_has_attention_dropout_only_and_hooks_add_mlp_and_resid():
+    from xlab.analysis.mc_dropout import dropout_sites
+
+    tok = digit_tokenizer()
+    llama = _tiny_llama(tok)
+    assert dropout_sites(llama) == ["model.layers.0.self_attn.attention_dropout",
+                                    "model.layers.1.self_attn.attention_dropout"]
+    assert not any(isinstance(m, nn.Dropout) for m in llama.modules())
+    with mc_dropout(llama, 0.2) as active:
+        assert active == dropout_sites(llama)
+    with mc_dropout(llama, 0.2, sites=("native", "mlp", "resid")) as active:
+        assert {"blocks.0.mlp", "blocks.1.resid"} <= set(active) and len(active) == 6
+    with mc_dropout(llama, 0.2, sites=("mlp",)) as active:
+        assert active == ["blocks.0.mlp", "blocks.1.mlp"]
+        assert all(m.attention_dropout == 0.0 for m in llama.modules() if hasattr(m, "attention_dropout"))
+    assert all(m.attention_dropout == 0.0 for m in llama.modules() if hasattr(m, "attention_dropout"))
+    # MLP dropout by hook spreads the confidences of a model that has no dropout modules.
+    problems = [Problem(12, 34), Problem(567, 89)]
+    rec = evaluate_digits(llama, tok, problems, mc_passes=5, mc_p=0.3, mc_sites=("mlp",))
+    assert all(r["first_mc_std"] > 0 for r in rec)
+    with pytest.raises(Exception, match="MC dropout site"):
+        evaluate_digits(llama, tok, problems, mc_passes=1, mc_sites=("embedding",))

@@ -115,3 +115,36 @@ def test_other_families_score_and_tamper(tiny, arch):
     with intervene(model, tamper_edits(layout, units, values)):
         after = unit_responses(model, tok, ["le chat est noir"], layout)
     np.testing.assert_allclose(after[0, units], values, atol=1e-5)
+
+
+def test_generation_and_scoring_start_like_the_tokenizer_xglm_starts_with_eos():
+    """XGLM's tokenizer starts a sequence with </s> (the authors generate from tokenizer("")): so does xlab."""
+    import torch
+    import transformers as T
+    from tokenizers import Tokenizer, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<s>", "</s>", "<pad>", "<unk>", "ja", "nein", "oui"])}
+    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                  unk_token="<unk>")
+    torch.manual_seed(0)
+    model = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=len(vocab), n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    seen = []
+    h = model.transformer.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(kwargs.get("input_ids", args[0] if args else None)[:, 0].tolist()),
+        with_kwargs=True)
+    try:
+        generate_unconditional(model, tok, n=3, max_new_tokens=2, seed=0)
+        assert seen[0] == [1, 1, 1]  # </s>, not the BOS <s>
+        seen.clear()
+        generate_unconditional(model, tok, n=2, max_new_tokens=1, seed=0, start=False)
+        assert seen[0] == [0, 0]  # the earlier rule: BOS
+        seen.clear()
+        unit_responses(model, tok, ["ja nein", "oui"])
+        assert seen[0] == [1, 1]
+    finally:
+        h.remove()

@@ -20,10 +20,12 @@ from xlab.analysis.ps_eval import (
     ps_metrics,
     ps_prompt,
     target_token,
+    tl_hook_name,
 )
 from xlab.analysis.sae import SAE
 from xlab.data.polysemy import load_inventory, polysemy_pairs
 from xlab.errors import XlabError
+from xlab.lm.sequence_start import start_ids
 
 
 def test_metrics_on_a_hand_computed_confusion():
@@ -156,11 +158,38 @@ def test_ps_activations_read_the_last_target_token(tok):
     assert acts["resid.1"].shape == (6, 2, model.config.n_embd)
     # unbatched reference for one context: the activation at the template's target token
     p = pairs[3]
-    ids = tok(ps_prompt(p.context_2, p.target_word))["input_ids"]
+    ids = tok(ps_prompt(p.context_2, p.target_word), add_special_tokens=False)["input_ids"]
     t = target_token(tok, p.context_2, p.target_word)
     pos = max(i for i, v in enumerate(ids) if v == t)
     # the template's occurrence: "... The <word> means"
     assert tok.decode(ids[pos]) == f" {p.target_word}" and tok.decode(ids[pos + 1 :]) == " means"
+    # The prompt fed starts like a TransformerLens sequence: the tokenizer adds nothing, so its BOS first.
+    assert start_ids(tok) == [tok.bos_token_id]
+    with capture(model, ["resid.1"]) as c:
+        c.forward(torch.tensor([[tok.bos_token_id, *ids]]))
+    torch.testing.assert_close(acts["resid.1"][3, 1], c["resid.1"][0][0, pos + 1], atol=1e-5, rtol=1e-4)
+    # start=False: the prompt's own tokens only.
+    raw = ps_activations(model, tok, pairs, ["resid.1"], batch_size=4, start=False)
     with capture(model, ["resid.1"]) as c:
         c.forward(torch.tensor([ids]))
-    torch.testing.assert_close(acts["resid.1"][3, 1], c["resid.1"][0][0, pos], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(raw["resid.1"][3, 1], c["resid.1"][0][0, pos], atol=1e-5, rtol=1e-4)
+
+
+def test_lemma_in_context_filter_is_optional(tok):
+    # WiC-style pairs whose contexts hold an inflected or capitalized form of the lemma.
+    word = next(w for w in ("bank", "bark", "bat", "light", "spring", "watch") if target_token(tok, "x", w, False))
+    inflected = PSPair(f"She {word}s on it.", f"The {word} was here.", word, 1)
+    capital = PSPair(f"{word.capitalize()} is a word.", f"A {word} again.", word, 0)
+    kept, dropped = filter_single_token([inflected, capital], tok)
+    assert (kept, dropped) == ([], 2)  # xlab's extra filter: the lemma verbatim in both contexts
+    kept, dropped = filter_single_token([inflected, capital], tok, require_in_context=False)
+    assert kept == [inflected, capital] and dropped == 0  # the paper's filter: one token in the template
+    with pytest.raises(XlabError, match="require_in_context"):
+        ps_activations(None, tok, kept, ["resid.0"], occurrence="context", require_in_context=False)
+
+
+def test_resid_points_are_labelled_with_transformer_lens_names():
+    assert tl_hook_name("resid", 0, 12) == "blocks.1.hook_resid_pre"
+    assert tl_hook_name("resid", 11, 12) == "blocks.11.hook_resid_post"
+    assert tl_hook_name("attn", 3, 12) == "blocks.3.hook_attn_out"
+    assert tl_hook_name("mlp", 3, 12) == "blocks.3.hook_mlp_out"

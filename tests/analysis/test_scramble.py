@@ -132,3 +132,68 @@ def test_tasks_end_to_end_with_a_scripted_generator():
     # The scripted reader is fooled only where a distractor also occurs in the evidence.
     assert orig > 0.8 and sub < 0.5
     assert isinstance(QAItem("e", "q", ("a", "b"), 1).options, tuple)
+
+
+def test_paper_rule_scrambles_letters_inside_any_word_token_digits_stay():
+    from xlab.analysis.scramble import scramble_word
+
+    sent = "The 3rd model ab12cd uses x_yz tokens"
+    out = scramble(sent, "random", 1.0, seed=2, rule="paper")
+    for o, s in zip(_words(sent), _words(out), strict=True):
+        assert [c for c in o if not c.isalpha()] == [c for c in s if not c.isalpha()]  # digits, _ in place
+        assert [i for i, c in enumerate(o) if not c.isalpha()] == [i for i, c in enumerate(s) if not c.isalpha()]
+        assert Counter(o) == Counter(s)
+    paper_words, xlab_words = _words(out), _words(scramble(sent, "random", 1.0, seed=2))
+    assert paper_words[_words(sent).index("ab12cd")] != "ab12cd"  # the authors scramble mixed tokens
+    assert xlab_words[_words(sent).index("ab12cd")] == "ab12cd"  # xlab leaves them
+    import random
+
+    kfl = scramble_word("a1bcde", "keep_first_last", random.Random(0), rule="paper")
+    assert kfl[0] == "a" and kfl[1] == "1" and kfl[-1] == "e"
+    sub = scramble_word("ab", "substitute", random.Random(0), rule="paper")
+    assert sub[0] != "a" and sub[1] != "b"
+    with pytest.raises(XlabError, match="rule"):
+        scramble_word("word", "random", random.Random(0), rule="other")
+
+
+def test_paper_recovery_prompts_and_corpus_rate():
+    from xlab.analysis.scramble import corpus_recovery_rate
+    from xlab.analysis.scramble_paper import RECOVERY_DEMOS
+
+    zero = recovery_prompt("Teh cat", style="paper")
+    assert zero == ("The following sentence contains words with scrambled letters. Please recover the original "
+                    "sentence from it.\nScrambled sentence: Teh cat\nRecovered sentence:")
+    few = recovery_prompt("Teh cat", [("Teh dgo", "The dog")], style="paper")
+    assert few == "Scrambled Sentence: Teh dgo\nRecovered Sentence: The dog\n\nScrambled sentence: Teh cat\nRecovered sentence:"
+    assert len(RECOVERY_DEMOS) == 3
+    # ED(o, s): 2 and 10; ED(o, r): 0 and 4 -> per-sample mean (1 + 0.6) / 2, corpus (12 - 4) / 12.
+    rows = [("ab", "ba", "ab"), ("abcdefghij", "jihgfedcba", "abcdejihgf")]
+    assert mean_recovery_rate(rows) == pytest.approx(0.8)
+    assert corpus_recovery_rate(rows) == pytest.approx(8 / 12)
+
+
+def test_paper_qa_prompt_generation_and_parsing():
+    from xlab.analysis.scramble_paper import parse_choice_paper, qa_prompt_paper
+
+    opts = ("Paris", "Lisbon", "Rome", "Oslo")
+    assert qa_prompt_paper("Where?", opts, "It is in Rome.") == (
+        "Question: Where?\nChoices: (A)Paris (B)Lisbon (C)Rome (D)Oslo\nEvidence: It is in Rome.\n"
+        "Answer: Based on the evidence, among A through D, the answer is")
+    assert parse_choice_paper(" (C). Rome is right", opts) == 2
+    assert parse_choice_paper(" Lisbon, not B", opts) == 1  # an option's text wins over a letter
+    assert parse_choice_paper(" D", opts) == 3
+    assert parse_choice_paper(" unsure. B", opts) == -1  # cut at the first period
+    item = QAItem("It is in Rome.", "Where?", opts, 2)
+
+    class Scripted:
+        def __init__(self):
+            self.prompts = []
+
+        def generate(self, prompts, *, max_new_tokens, stop=()):
+            self.prompts += prompts
+            return [" (C)"] * len(prompts)
+
+    gen = Scripted()
+    out = evaluate_qa(gen, [item], mode="random", rate=1.0, scoring="paper", rule="paper")
+    assert out == {"accuracy": 1.0, "predictions": [2]}
+    assert gen.prompts[0].endswith("among A through D, the answer is") and "Evidence: " in gen.prompts[0]

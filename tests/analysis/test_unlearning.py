@@ -132,7 +132,8 @@ def test_logit_lens_curves_per_layer_and_last_layer_is_the_output():
     with torch.no_grad():
         want_forgot, want_gold = [], []
         for e in forget:
-            ids = torch.tensor([tok(prompt(e.user_turn), add_special_tokens=False)["input_ids"]])
+            # The sequence fed starts with the tokenizer's start token (its BOS: it adds no prefix itself).
+            ids = torch.tensor([[tok.bos_token_id, *tok(prompt(e.user_turn), add_special_tokens=False)["input_ids"]]])
             p = model(input_ids=ids).logits[0, -1].softmax(-1)
             want_forgot.append(float(p[first_token(tok, FORGOT)]))
             want_gold.append(float(p[first_token(tok, e.gold)]))
@@ -140,3 +141,44 @@ def test_logit_lens_curves_per_layer_and_last_layer_is_the_output():
     assert curves["forget"]["p_gold"][-1] == pytest.approx(sum(want_gold) / len(forget), rel=1e-4)
     fig = plot_logit_lens({"before": curves, "after": curves}, "test")
     assert len(fig.axes) == 2
+
+
+def test_prompt_layouts_plain_paper_and_chat_template():
+    from xlab.analysis.unlearning import example_prompt
+    from xlab.analysis.unlearning_prompt import PromptStyle
+    from xlab.errors import XlabError
+
+    model, tok, ex = _tiny_lm()
+    e = ex[0]
+    # plain: xlab's layout, identical to the earlier prompt(user_turn)
+    assert example_prompt(e) == prompt(e.user_turn) == f"Question: {UNL_OPEN}{e.target}{UNL_CLOSE} {e.question}\nAnswer:"
+    # paper: the authors' Llama-2 layout, tags on their own lines (their literal "<s>" is the sequence start)
+    paper = PromptStyle.of("paper", tok)
+    assert example_prompt(e, paper) == f"[INST] {UNL_OPEN}\n{e.target}\n{UNL_CLOSE}\n\n{e.question} [/INST]"
+    assert paper(e.question) == f"[INST] {e.question} [/INST]"
+    assert PromptStyle.of("auto", tok).fmt == "plain"  # no chat template
+    with pytest.raises(XlabError, match="chat template"):
+        PromptStyle.of("chat", tok)
+    # chat: the tokenizer's template renders the same user turn (its own BOS text dropped: the start adds it)
+    tok.bos_token = "<s>"
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")
+    chat = PromptStyle.of("auto", tok)
+    assert chat.fmt == "chat" and example_prompt(e, chat) == example_prompt(e, paper)
+
+
+def test_paper_lora_adapts_query_and_value_only_with_frozen_tags():
+    import transformers as T
+
+    from xlab.analysis.unlearning import lora_targets
+
+    _, tok, ex = _tiny_lm()
+    cfg = T.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    llama = T.LlamaForCausalLM(cfg)
+    assert lora_targets(llama, "qv") == ["q_proj", "v_proj"] and len(lora_targets(llama)) == 7
+    add_unlearning_tokens(llama, tok, seed=0)
+    net = wrap_lora(llama, [], r=4, alpha=8, dropout=0.1, scope="qv")
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert trainable and all(("q_proj" in n or "v_proj" in n) and "lora_" in n for n in trainable)
+    assert not any("trainable_tokens" in n or "embed" in n for n in trainable)

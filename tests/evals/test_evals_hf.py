@@ -136,3 +136,26 @@ def test_a_training_model_is_given_back_in_training_mode(tiny):
     model.eval()
     gen.generate(["the"], max_new_tokens=2)
     assert not model.training
+
+
+def test_start_token_prefixes_prompts_and_scored_contexts(tiny):
+    model, tok, _, _ = tiny
+    seen = []
+    handle = model.transformer.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(kwargs.get("input_ids", args[0] if args else None)[0].tolist()),
+        with_kwargs=True)
+    try:
+        HFGenerator(model, tok, start=True).generate([PROMPTS[1]], max_new_tokens=2)
+        assert seen[0] == [tok.eos_token_id, *tok(PROMPTS[1], add_special_tokens=False)["input_ids"]]
+        with_start = HFGenerator(model, tok, start=True).loglikelihood([PROMPTS[1]], [" x"])[0]
+        assert seen[-1][0] == tok.eos_token_id
+        seen.clear()
+        HFGenerator(model, tok).generate([PROMPTS[1]], max_new_tokens=1)
+        assert seen[0] == tok(PROMPTS[1], add_special_tokens=False)["input_ids"]  # default: text tokens only
+    finally:
+        handle.remove()
+    ids = [tok.eos_token_id, *tok(PROMPTS[1] + " x", add_special_tokens=False)["input_ids"]]
+    n_ctx = 1 + len(tok(PROMPTS[1], add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+    assert with_start == pytest.approx(float(sum(logp[i - 1, ids[i]] for i in range(n_ctx, len(ids)))), rel=1e-4)

@@ -63,6 +63,15 @@ def test_tickets_sweep_with_two_trials_reports_speedup(ray_local, mlflow_uri):
     assert m["speedup_0.95"] > 3
     assert variants["random"].data.metrics["reached_0.95"] == 0.0
     assert {"comparison.png", "summary.json"} <= _artifacts(parent.info.run_id)
+    # Tickets are evaluated every 20 steps (smoke), so steps-to-grok is not on a 100-step grid.
+    acc = mlflow.MlflowClient().get_metric_history(variants["ticket"].info.run_id, "test/acc")
+    assert sorted(h.step for h in acc)[1:3] == [20, 40]
+    # The periodicity analysis: the generalizing ticket's input map concentrates on few frequencies.
+    ent = {v: c.data.metrics["periodicity/entropy"] for v, c in variants.items()}
+    assert ent["ticket"] < ent["random"]
+    assert "spectra.png" in _artifacts(variants["ticket"].info.run_id)
+    hist = mlflow.MlflowClient().get_metric_history(variants["dense"].info.run_id, "periodicity/entropy")
+    assert len(hist) >= 3 and hist[-1].value < hist[0].value  # start, every 1000 steps, end
 
 
 @pytest.mark.timeout(300)

@@ -29,6 +29,40 @@ def test_bad_values_are_clear_errors():
         apply_overrides(base, {"learn.steps": 0})
     with pytest.raises(XlabError, match="unlearn.methods"):
         apply_overrides(base, {"unlearn.methods": ["dpo"]})
+    with pytest.raises(XlabError, match="model.prompt-format"):
+        apply_overrides(base, {"model.prompt_format": "alpaca"})
+
+
+def test_paper_preset_follows_the_authors_protocol():
+    u = job.PRESETS["paper"].unlearn
+    assert job.PRESETS["paper"].model.prompt_format == "paper"
+    assert set(u.methods) == {"lora_paper", "lora", "full"}  # the authors' LoRA beside xlab's
+    assert u.targets == ("answer", "name")  # TOFU: the answer in the tags; AGE: the person
+    assert job.trial_label("lora", "answer") == "lora[answer]" and job.trial_label("lora", None) == "lora"
+
+
+def test_paper_layout_and_lora_trial(mlflow_uri, tmp_path):
+    """The authors' layout end to end on a tiny model: taught, tuned with q/v LoRA, prompts logged as fed."""
+    from xlab.lm import save_causal_lm
+
+    cfg = apply_overrides(job.PRESETS["smoke"], {
+        "data.n_subjects": 3, "data.ood_subjects": 2, "data.qa_per_subject": 2, "learn.steps": 20,
+        "unlearn.epochs": 1.0, "unlearn.lens_examples": 4, "model.vocab_size": 300, "model.prompt_format": "paper",
+        "data.target": "answer",
+    })
+    train_rows, ood_rows, _ = job.make_data(cfg)
+    model, tok, _ = job.teach_facts(cfg, train_rows + ood_rows)
+    save_causal_lm(model, tok, tmp_path / "subject")
+    tcfg = apply_overrides(cfg, {"unlearn.base_model": str(tmp_path / "subject"), "unlearn.method": "lora_paper"})
+    with mlflow.start_run() as run:
+        job.trial(tcfg)
+    samples = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/samples.json")
+    forget = next(x for x in samples["train"] if x["kind"] == "forget")
+    assert forget["prompt"].startswith("[INST] <<UNL>>\n") and forget["prompt"].endswith(" [/INST]")
+    row = next(r for r in train_rows if r.question in forget["prompt"])
+    assert f"<<UNL>>\n{row.answer}\n<</UNL>>" in forget["prompt"]  # TOFU setting: the answer in the tags
+    m = mlflow.get_run(run.info.run_id).data.metrics
+    assert 0 < m["trainable_params"] < 10_000  # q/v adapters only, tags frozen
 
 
 def test_pieces_teach_then_unlearn_one_trial(mlflow_uri, tmp_path):

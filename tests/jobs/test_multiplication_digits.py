@@ -23,6 +23,8 @@ def _one_thread():
 
 def test_bad_values_are_clear_errors(tmp_path):
     base = job.PRESETS["smoke"]
+    with pytest.raises(XlabError, match="eval.mc_sites"):
+        apply_overrides(job.PRESETS["smoke"], {"eval.mc_sites": ["embedding"]})
     with pytest.raises(XlabError, match="eval.mc_p"):
         apply_overrides(base, {"eval.mc_p": 1.5})
     with pytest.raises(XlabError, match="subject.n_ctx"):
@@ -61,8 +63,11 @@ def test_subject_training_and_evaluation_by_reference(tmp_path):
     model, tok, history = job.train_subject(cfg, problems)
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     save_causal_lm(model, tok, tmp_path / "m")
-    records = job.evaluate_cells(str(tmp_path / "m"), problems, mc_passes=3, mc_p=0.1, seed=0)
+    ev = apply_overrides(cfg, {"eval.mc_passes": 3, "eval.mc_sites": ["native", "mlp"]}).eval
+    records, active = job.evaluate_cells(str(tmp_path / "m"), problems, ev, seed=0)
     assert len(records) == 12
+    # GPT-2 has dropout modules (native sites) and the hook adds one MLP site per block.
+    assert any(a.endswith("attn_dropout") for a in active) and "blocks.0.mlp" in active
     assert all(0.0 <= r["first_conf"] <= 1.0 and r["first_mc_std"] >= 0.0 for r in records)
 
 
@@ -80,7 +85,7 @@ def test_smoke_study_first_digit_beats_last_digit(ray_local, mlflow_uri):
     assert len(out["table"]) == 25
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"heatmap_confidence.png", "heatmap_accuracy.png", "heatmap_mc_dropout.png", "cells.json",
-            "records.json", "subject_model"} <= artifacts
+            "records.json", "subject_model", "mc_active_sites.json"} <= artifacts
 
 
 @pytest.mark.slow

@@ -30,6 +30,10 @@ def test_pipeline_pieces_on_a_tiny_subject(tiny_subject, mlflow_uri):
     pairs, counts = job.ps_pairs(data, tok, seed=0)
     assert counts["pairs_used"] == len(pairs) <= 40 and counts["pairs_dropped_multi_token"] >= 0
     assert sum(p.label for p in pairs) * 2 == len(pairs)
+    # the paper's filter (word one token in the template only) keeps every pair the xlab filter keeps
+    _, paper_counts = job.ps_pairs(dataclasses.replace(data, lemma_in_context=False, max_pairs=0), tok, seed=0)
+    assert paper_counts["pairs_dropped_multi_token"] <= job.ps_pairs(dataclasses.replace(data, max_pairs=0), tok,
+                                                                     seed=0)[1]["pairs_dropped_multi_token"]
     points = ["resid.1", "attn.1", "mlp.0"]
     cache = job.cache_activations(model, tok, texts, pairs, points, data)
     d = model.config.n_embd
@@ -78,7 +82,9 @@ def test_pipeline_pieces_on_a_tiny_subject(tiny_subject, mlflow_uri):
             for i, (a, m) in enumerate([("relu", "resid"), ("topk", "attn"), ("jumprelu", "mlp")])
         ]
     )
-    figs = job.summary_plots(table, dense)
+    figs = job.summary_plots(table, dense, n_layers=2)
+    # layers are labelled with the TransformerLens hook of the same activation
+    assert "TL blocks.1 resid_pre" in job.layer_label(0, 2) and "TL blocks.1 resid_post" in job.layer_label(1, 2)
     assert set(figs) == {
         "ps_eval_vs_mse_l0.png",
         "ps_eval_by_layer_module.png",

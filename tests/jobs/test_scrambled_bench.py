@@ -39,6 +39,31 @@ def test_data_is_disjoint_and_a_tiny_subject_is_scored():
     assert len(samples["recovery/random_1/0shot"]) == 4
 
 
+def test_paper_protocol_scores_a_tiny_subject_with_the_authors_format():
+    from xlab.analysis.scramble_paper import RECOVERY_DEMOS
+    from xlab.evals.generators import HFGenerator
+
+    assert scrambled_bench.PRESETS["paper"].eval.protocol == "paper"
+    cfg = apply_overrides(scrambled_bench.PRESETS["smoke"], {**TINY, "eval.protocol": "paper", "eval.shots": [0, 3]})
+    data = scrambled_bench.build_data(cfg)
+    model, tok, _ = scrambled_bench.train_subject(cfg, data, "nl-only")
+
+    class Recording(HFGenerator):
+        prompts: list = []
+
+        def generate(self, prompts, **kw):
+            Recording.prompts += prompts
+            return super().generate(prompts, **kw)
+
+    metrics, _ = scrambled_bench.evaluate_subject(Recording(model, tok), cfg, data)
+    assert {"recovery_corpus/random_1/3shot", "ed_recovered/random_1/0shot", "qa/acc/random_0.5"} <= set(metrics)
+    few = next(p for p in Recording.prompts if p.startswith("Scrambled Sentence: "))
+    assert few.count("Recovered Sentence: ") == 3 and RECOVERY_DEMOS[0] in few
+    assert any(p.endswith("among A through D, the answer is") for p in Recording.prompts)
+    with pytest.raises(XlabError, match="eval.shots"):
+        apply_overrides(cfg, {"eval.shots": [5]})
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_smoke_preset_trained_subject_recovers_and_reference_does_not(ray_local, mlflow_uri):

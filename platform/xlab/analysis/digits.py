@@ -24,15 +24,16 @@ has one token per digit, so there every measure is exact.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from xlab.analysis.mc_dropout import mc_dropout
 from xlab.data.arithmetic import Problem
+from xlab.lm.sequence_start import encode
 
 DIGITS = "0123456789"
 MEASURES = ("first", "last_uncond", "last_cond")
@@ -50,10 +51,6 @@ def digit_token_sets(tokenizer: Any) -> torch.Tensor:
         missing = [d for d in DIGITS if not mat[int(d)].any()]
         raise ValueError(f"the tokenizer has no token starting with digit(s) {', '.join(missing)}")
     return mat
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -86,38 +83,8 @@ def next_token_probs(model: nn.Module, sequences: Sequence[Sequence[int]], batch
     return torch.stack(out) if out else torch.zeros(0, 0)  # type: ignore[arg-type]
 
 
-def set_dropout(model: nn.Module, p: float) -> None:
-    """Set every dropout probability of ``model`` to ``p``: ``nn.Dropout`` modules (GPT-2, NeoX) and
-    float ``attention_dropout`` attributes (Llama/Mistral attention, which has no dropout modules)."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = p
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = p
-
-
-@contextlib.contextmanager
-def mc_dropout(model: nn.Module, p: float) -> Iterator[nn.Module]:
-    """Dropout on at inference with probability ``p`` (train mode), restored afterwards."""
-    saved = {name: m.p for name, m in model.named_modules() if isinstance(m, nn.Dropout)}
-    saved_attn = {name: m.attention_dropout for name, m in model.named_modules()
-                  if isinstance(getattr(m, "attention_dropout", None), float)}
-    was_training = model.training
-    set_dropout(model, p)
-    model.train()
-    try:
-        yield model
-    finally:
-        modules = dict(model.named_modules())
-        for name, value in saved.items():
-            modules[name].p = value
-        for name, value in saved_attn.items():
-            modules[name].attention_dropout = value
-        model.train(was_training)
-
-
 def greedy_digits(model: nn.Module, tokenizer: Any, prompts: Sequence[str], lengths: Sequence[int],
-                  digit_sets: torch.Tensor) -> list[str]:
+                  digit_sets: torch.Tensor, start: bool = True) -> list[str]:
     """For each prompt, the model's greedy ``lengths[i]`` digits, choosing among digit tokens only.
 
     Each step takes the most probable digit (probabilities summed over tokens starting with it) and
@@ -128,7 +95,7 @@ def greedy_digits(model: nn.Module, tokenizer: Any, prompts: Sequence[str], leng
         active = [i for i, n in enumerate(lengths) if step < n]
         if not active:
             break
-        seqs = [_encode(tokenizer, prompts[i] + done[i]) for i in active]
+        seqs = [encode(tokenizer, prompts[i] + done[i], start=start) for i in active]
         dprobs = next_token_probs(model, seqs) @ digit_sets.T
         for i, d in zip(active, dprobs.argmax(-1).tolist(), strict=True):
             done[i] += DIGITS[d]
@@ -136,9 +103,9 @@ def greedy_digits(model: nn.Module, tokenizer: Any, prompts: Sequence[str], leng
 
 
 def _measure(model: nn.Module, tokenizer: Any, texts: Sequence[str], gold: Sequence[int],
-             digit_sets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+             digit_sets: torch.Tensor, start: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """p(gold digit | text) and whether the arg-max token starts with the gold digit."""
-    probs = next_token_probs(model, [_encode(tokenizer, t) for t in texts])
+    probs = next_token_probs(model, [encode(tokenizer, t, start=start) for t in texts])
     dprobs = probs @ digit_sets.T
     gold_t = torch.tensor(list(gold))
     conf = dprobs[torch.arange(len(gold)), gold_t]
@@ -148,17 +115,22 @@ def _measure(model: nn.Module, tokenizer: Any, texts: Sequence[str], gold: Seque
 
 
 def evaluate_digits(model: nn.Module, tokenizer: Any, problems: Sequence[Problem], *, mc_passes: int = 0,
-                    mc_p: float = 0.1, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                    mc_p: float = 0.1, progress: Callable[[str], None] | None = None,
+                    start: bool = True, mc_sites: Sequence[str] = ("native",)) -> list[dict[str, Any]]:
     """Per-problem first/last-digit confidences and accuracies (see module docstring).
 
+    Every sequence starts the way the model's tokenizer starts one (:mod:`xlab.lm.sequence_start`:
+    Llama/Mistral ``<s>``, GPT-2 ``<|endoftext|>``); ``start=False`` feeds the text tokens only.
+
     With ``mc_passes > 0`` also ``{measure}_mc_mean`` and ``{measure}_mc_std`` over that many
-    dropout passes at probability ``mc_p`` (prefixes fixed from the deterministic pass).
+    dropout passes at probability ``mc_p`` at ``mc_sites`` (:mod:`xlab.analysis.mc_dropout`: on
+    Llama/Mistral ``native`` is attention dropout only); prefixes fixed from the deterministic pass.
     """
     model.eval()
     digit_sets = digit_token_sets(tokenizer)
     prompts = [p.prompt for p in problems]
     answers = [p.answer for p in problems]
-    own = greedy_digits(model, tokenizer, prompts, [len(a) - 1 for a in answers], digit_sets)
+    own = greedy_digits(model, tokenizer, prompts, [len(a) - 1 for a in answers], digit_sets, start)
     texts = {
         "first": prompts,
         "last_uncond": [pr + o for pr, o in zip(prompts, own, strict=True)],
@@ -168,13 +140,13 @@ def evaluate_digits(model: nn.Module, tokenizer: Any, problems: Sequence[Problem
             "last_cond": [int(a[-1]) for a in answers]}
     cols: dict[str, np.ndarray] = {}
     for m in MEASURES:
-        cols[f"{m}_conf"], cols[f"{m}_correct"] = _measure(model, tokenizer, texts[m], gold[m], digit_sets)
+        cols[f"{m}_conf"], cols[f"{m}_correct"] = _measure(model, tokenizer, texts[m], gold[m], digit_sets, start)
     if mc_passes > 0:
-        with mc_dropout(model, mc_p):
+        with mc_dropout(model, mc_p, mc_sites):
             for m in MEASURES:
                 passes = []
                 for k in range(mc_passes):
-                    passes.append(_measure(model, tokenizer, texts[m], gold[m], digit_sets)[0])
+                    passes.append(_measure(model, tokenizer, texts[m], gold[m], digit_sets, start)[0])
                     if progress is not None and k % 10 == 9:
                         progress(f"MC dropout {m}: pass {k + 1}/{mc_passes}")
                 stack = np.stack(passes)

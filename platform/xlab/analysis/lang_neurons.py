@@ -29,6 +29,7 @@ import torch
 
 from xlab.analysis.hooks import Edit, capture, module_map
 from xlab.errors import XlabError
+from xlab.lm.sequence_start import encode_many, start_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +104,14 @@ def unit_responses(
     batch_size: int = 16,
     max_length: int = 128,
     progress: bool = False,
+    start: bool = True,
 ) -> np.ndarray:
-    """Mean-over-tokens response of every unit to every text: ``[len(texts), n_units]`` float32."""
+    """Mean-over-tokens response of every unit to every text: ``[len(texts), n_units]`` float32.
+
+    Each text starts the way the tokenizer starts a sequence (:mod:`xlab.lm.sequence_start`: XGLM
+    ``</s>``, Llama ``<s>``, GPT-2 ``<|endoftext|>``), as ``tokenizer(text)`` does in the authors' code;
+    the start tokens count in the mean. ``start=False``: text tokens only. At most ``max_length`` tokens.
+    """
     layout = layout or unit_layout(model)
     points = [f"linear:{n}" for n in layout.names]
     out = np.empty((len(texts), layout.n_units), dtype=np.float32)
@@ -112,25 +119,24 @@ def unit_responses(
     dev = _device(model)
     was_training = model.training
     model.eval()
-    pad_side = getattr(tokenizer, "padding_side", "right")
-    if tokenizer.pad_token is None:
-        # GPT-2-style tokenizers ship without a pad token; padded positions are masked out anyway.
-        if tokenizer.eos_token is None:
-            raise XlabError("the tokenizer has neither a pad nor an EOS token to pad batches with")
-        tokenizer.pad_token = tokenizer.eos_token
+    # Padded positions are masked out of the mean; any id pads (GPT-2-style tokenizers have no pad token).
+    pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
     try:
-        tokenizer.padding_side = "right"
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+        for b in range(0, len(texts), batch_size):
+            enc = [ids[:max_length] for ids in encode_many(tokenizer, texts[b : b + batch_size], start=start)]
+            width = max(len(e) for e in enc)
+            ids = torch.full((len(enc), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(enc), width), dtype=torch.long)
+            for r, e in enumerate(enc):
+                ids[r, : len(e)] = torch.tensor(e, dtype=torch.long)
+                mask[r, : len(e)] = 1
             with capture(model, points, reduce="mean") as acts:
-                acts.forward(enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev))
+                acts.forward(ids.to(dev), attention_mask=mask.to(dev))
             for j, p in enumerate(points):
-                out[start : start + len(chunk), off[j] : off[j + 1]] = acts[p][0].float().numpy()
-            if progress and (start // batch_size) % 20 == 0:
-                print(f"[lang_neurons] responses {start + len(chunk)}/{len(texts)}", flush=True)
+                out[b : b + len(enc), off[j] : off[j + 1]] = acts[p][0].float().numpy()
+            if progress and (b // batch_size) % 20 == 0:
+                print(f"[lang_neurons] responses {b + len(enc)}/{len(texts)}", flush=True)
     finally:
-        tokenizer.padding_side = pad_side
         model.train(was_training)
     return out
 
@@ -222,16 +228,21 @@ def generate_unconditional(
     temperature: float = 0.8,
     seed: int = 0,
     batch_size: int = 50,
+    start: bool = True,
 ) -> list[str]:
-    """``n`` samples from the beginning-of-text token (BOS, else EOS), temperature sampling.
+    """``n`` samples from the start of a sequence, temperature sampling.
 
+    ``start=True``: the tokens the model's tokenizer starts a sequence with (:mod:`xlab.lm.sequence_start`;
+    XGLM ``</s>``, as the authors' ``tokenizer("")``); False: the BOS token (else EOS) whatever the
+    tokenizer does (xlab's earlier rule; it starts XGLM from ``<s>``, a token it never saw first).
     Batch b is drawn with seed ``seed + b``, so a run is reproducible and each sample has its own stream.
     """
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if start is None:
+    tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prefix = start_ids(tokenizer) if start else ([] if tid is None else [int(tid)])
+    if not prefix:
         raise XlabError("the tokenizer has neither a BOS nor an EOS token to start generation from")
     dev = _device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix[-1]
     was_training = model.training
     model.eval()
     texts: list[str] = []
@@ -239,12 +250,12 @@ def generate_unconditional(
         for b, s in enumerate(range(0, n, batch_size)):
             k = min(batch_size, n - s)
             torch.manual_seed(seed + b)
-            ids = torch.full((k, 1), start, dtype=torch.long, device=dev)
+            ids = torch.tensor([prefix] * k, dtype=torch.long, device=dev)
             out = model.generate(
                 ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature, top_k=0,
                 top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=pad,
             )
-            texts.extend(tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True))
+            texts.extend(tokenizer.batch_decode(out[:, len(prefix) :], skip_special_tokens=True))
     finally:
         model.train(was_training)
     return texts

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from xlab.analysis.hooks import capture
 from xlab.errors import XlabError
+from xlab.lm.sequence_start import start_ids
 
 FIELDS = ("context_1", "context_2", "target_word", "label")
 
@@ -117,28 +118,41 @@ def _token_at(offsets: Sequence[tuple[int, int]], ids: Sequence[int], start: int
     return ids[covering[0]] if s <= start and e >= end else None
 
 
-def target_token(tok: Any, context: str, target_word: str) -> int | None:
-    """Token id of ``target_word`` in the prompt if it is one token in the template and in the context."""
+def target_token(tok: Any, context: str, target_word: str, require_in_context: bool = True) -> int | None:
+    """Token id of ``target_word`` in the prompt's template ("The {word} means") if it is one token there.
+
+    ``require_in_context`` (an xlab addition, off in the paper protocol): the word must also occur
+    verbatim in the context as the same single token; that drops WiC pairs whose context has an
+    inflected or capitalized form of the lemma ("banks", "Bank").
+    """
     prompt = ps_prompt(context, target_word)
     enc = tok(prompt, return_offsets_mapping=True, add_special_tokens=False)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     start = len(prompt) - len(" means") - len(target_word)
     t_template = _token_at(offsets, ids, start, start + len(target_word))
+    if t_template is None or not require_in_context:
+        return t_template
     hits = [m.start() for m in re.finditer(rf"\b{re.escape(target_word)}\b", context)]
-    if t_template is None or not hits:
+    if not hits:
         return None
     t_context = _token_at(offsets, ids, hits[-1], hits[-1] + len(target_word))
     return t_template if t_context == t_template else None
 
 
-def filter_single_token(pairs: Sequence[PSPair], tok: Any) -> tuple[list[PSPair], int]:
-    """Keep pairs whose target word is one token with the same id in both contexts; returns (kept, dropped)."""
+def filter_single_token(
+    pairs: Sequence[PSPair], tok: Any, require_in_context: bool = True
+) -> tuple[list[PSPair], int]:
+    """Keep pairs whose target word is one token with the same id in both prompts; returns (kept, dropped).
+
+    ``require_in_context=False`` is the paper's filter (the word in the template only); True also
+    needs the word verbatim, as that token, in both contexts (see :func:`target_token`).
+    """
     if not getattr(tok, "is_fast", False):
         raise XlabError("PS-Eval needs a fast (Rust) tokenizer for offset mappings")
     kept = []
     for p in pairs:
-        a = target_token(tok, p.context_1, p.target_word)
-        if a is not None and a == target_token(tok, p.context_2, p.target_word):
+        a = target_token(tok, p.context_1, p.target_word, require_in_context)
+        if a is not None and a == target_token(tok, p.context_2, p.target_word, require_in_context):
             kept.append(p)
     return kept, len(pairs) - len(kept)
 
@@ -166,24 +180,34 @@ def ps_activations(
     *,
     batch_size: int = 16,
     occurrence: str = "last",
+    start: bool = True,
+    require_in_context: bool = True,
 ) -> dict[str, Tensor]:
     """Activations at ``points`` on the target token of both prompts: ``{point: [n_pairs, 2, d]}``.
 
+    Each prompt starts the way the model's tokenizer starts a sequence (:mod:`xlab.lm.sequence_start`;
+    GPT-2: ``<|endoftext|>``, as TransformerLens prepends in the authors' code); ``start=False``: the
+    prompt's own tokens only.
+
     ``occurrence="last"`` (PS-Eval): the last occurrence, the one in the template "The {word} means";
-    ``"context"``: the last occurrence inside the context sentence itself (a diagnostic).
+    ``"context"``: the last occurrence inside the context sentence itself (a diagnostic; needs
+    ``require_in_context``, the filter that guarantees such an occurrence).
     """
     if occurrence not in ("last", "context"):
         raise XlabError(f"occurrence must be 'last' or 'context', got {occurrence!r}")
+    if occurrence == "context" and not require_in_context:
+        raise XlabError("occurrence='context' needs require_in_context=True (the word must be in the context)")
+    prefix = start_ids(tok, start)
     prompts, targets = [], []
     for i, p in enumerate(pairs):
         for ctx in (p.context_1, p.context_2):
-            t = target_token(tok, ctx, p.target_word)
+            t = target_token(tok, ctx, p.target_word, require_in_context)
             if t is None:
                 raise XlabError(
                     f"pair {i} ({p.target_word!r}): target word is not a single token in both contexts; "
                     "run filter_single_token first"
                 )
-            prompts.append(tok(ps_prompt(ctx, p.target_word), add_special_tokens=False)["input_ids"])
+            prompts.append(prefix + tok(ps_prompt(ctx, p.target_word), add_special_tokens=False)["input_ids"])
             targets.append(t)
     device = next(model.parameters()).device
     was_training = model.training
@@ -209,6 +233,20 @@ def ps_activations(
     finally:
         model.train(was_training)
     return {n: torch.cat(v).view(len(pairs), 2, -1) for n, v in out.items()}
+
+
+def tl_hook_name(module: str, layer: int, n_layers: int) -> str:
+    """The TransformerLens hook that reads the same activation as xlab's point ``{module}.{layer}``.
+
+    xlab's ``resid.L`` is block L's output (``hidden_states[L + 1]``), which TransformerLens (and
+    the PS-Eval code) calls ``blocks.{L+1}.hook_resid_pre`` (``blocks.{L}.hook_resid_post`` for the
+    last block); ``mlp.L`` and ``attn.L`` are ``blocks.L.hook_mlp_out`` / ``blocks.L.hook_attn_out``.
+    """
+    if module == "resid":
+        return f"blocks.{layer + 1}.hook_resid_pre" if layer + 1 < n_layers else f"blocks.{layer}.hook_resid_post"
+    if module in ("mlp", "attn"):
+        return f"blocks.{layer}.hook_{module}_out"
+    raise XlabError(f"no TransformerLens name for module {module!r}; use resid, mlp or attn")
 
 
 # -- metrics ------------------------------------------------------------------------------------------

@@ -235,13 +235,21 @@ def token_activations(
     block_size: int = 128,
     batch_size: int = 16,
     progress: Callable[[int], None] | None = None,
+    start: bool = True,
 ) -> dict[str, Tensor]:
     """SAE training data: activations at ``points`` on every real token of ``texts`` (``{point: [n, d]}``).
 
-    Texts are truncated to ``block_size`` tokens and read until ``max_tokens`` tokens are collected. The
-    first position of each text is skipped: it acts as an attention sink with an outsized norm.
+    Each text starts the way the model's tokenizer starts a sequence (:mod:`xlab.lm.sequence_start`),
+    exactly as the PS-Eval prompts do (:func:`xlab.analysis.ps_eval.ps_activations` with the same
+    ``start``), then is truncated to ``block_size`` tokens; texts are read until ``max_tokens``
+    tokens are collected. The start tokens are skipped (with ``start=False``, the first text token):
+    the first position is an attention sink with an outsized norm.
     """
     from xlab.analysis.hooks import capture
+    from xlab.lm.sequence_start import start_ids
+
+    prefix = start_ids(tok, start)
+    skip = max(1, len(prefix))
 
     device = next(model.parameters()).device
     was_training = model.training
@@ -251,9 +259,10 @@ def token_activations(
     try:
         for b in range(0, len(texts), batch_size):
             enc = [
-                tok(t, add_special_tokens=False)["input_ids"][:block_size] for t in texts[b : b + batch_size]
+                (prefix + tok(t, add_special_tokens=False)["input_ids"])[:block_size]
+                for t in texts[b : b + batch_size]
             ]
-            enc = [e for e in enc if len(e) > 1]
+            enc = [e for e in enc if len(e) > skip]
             if not enc:
                 continue
             width = max(len(e) for e in enc)
@@ -263,7 +272,7 @@ def token_activations(
                 ids[r, : len(e)] = torch.tensor(e)
                 mask[r, : len(e)] = 1
             keep = mask.bool()
-            keep[:, 0] = False
+            keep[:, :skip] = False
             with capture(model, points) as acts:
                 acts.forward(ids.to(device), attention_mask=mask.to(device))
             for p in points:

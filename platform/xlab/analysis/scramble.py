@@ -16,9 +16,13 @@ seeded by (seed, word position, word), so the words scrambled at 20 % are a subs
 and are scrambled identically. A shuffle that happens to reproduce the word is redrawn (up to 20
 times) when the word has two different letters to move.
 
+``rule="paper"`` follows the authors' code instead: any token with enough letters is a word and only
+its letters move (digits and underscores stay in place); substitution draws letters of either case.
+
 Metrics: recovery rate per sample ``(ED(orig, scr) - ED(orig, rec)) / ED(orig, scr)`` with
 character-level Levenshtein distance (``rapidfuzz``), averaged over samples whose scrambled version
-differs from the original (others are undefined and skipped); relative performance gain
+differs from the original (others are undefined and skipped), and corpus-level (sums of edit
+distances before the ratio) beside the mean edit distance of the recoveries (the authors' number); relative performance gain
 ``RPG = (acc_scr - acc_sub) / (acc_orig - acc_sub)``.
 
     scramble("The quick brown fox", "random", rate=0.5, seed=1)
@@ -56,9 +60,23 @@ def split_words(sentence: str) -> list[str]:
     return _SPLIT.split(sentence)
 
 
-def is_eligible(token: str, min_letters: int = 2) -> bool:
-    """A word of at least ``min_letters`` characters, all letters."""
+RULES = ("xlab", "paper")
+"""Which tokens are words: ``xlab`` all-letter tokens only; ``paper`` (the authors' code) any token with
+enough letters, whose letters are scrambled in place while digits and other characters stay."""
+
+
+def is_eligible(token: str, min_letters: int = 2, rule: str = "xlab") -> bool:
+    """``xlab``: a token of at least ``min_letters`` characters, all letters; ``paper``: a token with at
+    least ``min_letters`` letters (digits and underscores may sit between them)."""
+    if rule == "paper":
+        return sum(c.isalpha() for c in token) >= min_letters
     return len(token) >= min_letters and token.isalpha()
+
+
+def _refill(word: str, letters: str) -> str:
+    """``word`` with its letters, in order, replaced by ``letters`` (other characters stay in place)."""
+    it = iter(letters)
+    return "".join(next(it) if c.isalpha() else c for c in word)
 
 
 def _shuffled(letters: str, rng: random.Random) -> str:
@@ -72,46 +90,55 @@ def _shuffled(letters: str, rng: random.Random) -> str:
     return "".join(chars)
 
 
-def _substituted(word: str, rng: random.Random) -> str:
+def _substituted(word: str, rng: random.Random, any_case: bool = False) -> str:
     out = []
     for c in word:
-        pool = string.ascii_uppercase if c.isupper() else string.ascii_lowercase
+        pool = string.ascii_letters if any_case else string.ascii_uppercase if c.isupper() else string.ascii_lowercase
         out.append(rng.choice([p for p in pool if p != c]))
     return "".join(out)
 
 
-def scramble_word(word: str, mode: str, rng: random.Random) -> str:
-    """One word scrambled by ``mode`` (words below the mode's length are returned unchanged)."""
+def scramble_word(word: str, mode: str, rng: random.Random, rule: str = "xlab") -> str:
+    """One word scrambled by ``mode`` (words below the mode's length are returned unchanged).
+
+    With ``rule="paper"`` only the word's letters move (or are substituted, by any letter of either
+    case, as in the authors' code); "first" and "last" are its first and last letters."""
     if mode not in MODES:
         raise XlabError(f"unknown scramble mode {mode!r}; choose one of: {', '.join(MODES)}")
-    if not is_eligible(word, MIN_LETTERS[mode]):
+    if rule not in RULES:
+        raise XlabError(f"unknown scramble rule {rule!r}; choose one of: {', '.join(RULES)}")
+    if not is_eligible(word, MIN_LETTERS[mode], rule):
         return word
+    letters = "".join(c for c in word if c.isalpha())
     if mode == "random":
-        return _shuffled(word, rng)
-    if mode == "keep_first":
-        return word[0] + _shuffled(word[1:], rng)
-    if mode == "keep_first_last":
-        return word[0] + _shuffled(word[1:-1], rng) + word[-1]
-    return _substituted(word, rng)
+        new = _shuffled(letters, rng)
+    elif mode == "keep_first":
+        new = letters[0] + _shuffled(letters[1:], rng)
+    elif mode == "keep_first_last":
+        new = letters[0] + _shuffled(letters[1:-1], rng) + letters[-1]
+    else:
+        new = _substituted(letters, rng, any_case=rule == "paper")
+    return _refill(word, new)
 
 
 def _count(rate: float, n: int) -> int:
     return min(n, math.floor(rate * n + 0.5))
 
 
-def scramble(sentence: str, mode: str = "random", rate: float = 1.0, seed: int = 0) -> str:
-    """``sentence`` with ``rate`` of its eligible words scrambled by ``mode`` (see module docstring)."""
+def scramble(sentence: str, mode: str = "random", rate: float = 1.0, seed: int = 0, rule: str = "xlab") -> str:
+    """``sentence`` with ``rate`` of its eligible words scrambled by ``mode`` (see module docstring;
+    ``rule``: which tokens are words, see :data:`RULES`)."""
     if mode not in MODES:
         raise XlabError(f"unknown scramble mode {mode!r}; choose one of: {', '.join(MODES)}")
     if not 0.0 <= rate <= 1.0:
         raise XlabError(f"scramble rate must be in [0, 1], got {rate}")
     tokens = split_words(sentence)
-    eligible = [i for i, t in enumerate(tokens) if is_eligible(t, MIN_LETTERS[mode])]
+    eligible = [i for i, t in enumerate(tokens) if is_eligible(t, MIN_LETTERS[mode], rule)]
     order = list(eligible)
     # The order depends on the sentence and seed only, not on the rate: rates nest.
     random.Random(f"order:{seed}:{sentence}").shuffle(order)
     for i in order[: _count(rate, len(order))]:
-        tokens[i] = scramble_word(tokens[i], mode, random.Random(f"word:{seed}:{i}:{tokens[i]}"))
+        tokens[i] = scramble_word(tokens[i], mode, random.Random(f"word:{seed}:{i}:{tokens[i]}"), rule)
     return "".join(tokens)
 
 
@@ -150,8 +177,24 @@ def mean_recovery_rate(rows: Sequence[tuple[str, str, str]]) -> float:
     return float(sum(rates) / len(rates)) if rates else float("nan")
 
 
-def recovery_prompt(scrambled: str, demos: Sequence[tuple[str, str]] = ()) -> str:
-    """The published prompt; ``demos`` = ``(scrambled, original)`` pairs shown solved before it (few-shot)."""
+def corpus_recovery_rate(rows: Sequence[tuple[str, str, str]]) -> float:
+    """Corpus-level recovery rate ``(sum ED(orig, scr) - sum ED(orig, rec)) / sum ED(orig, scr)`` over
+    ``(original, scrambled, recovered)`` rows: long sentences weigh more than in the per-sample mean."""
+    base = sum(edit_distance(o, s) for o, s, _ in rows)
+    if base == 0:
+        return float("nan")
+    return (base - sum(edit_distance(o, r) for o, _, r in rows)) / base
+
+
+def recovery_prompt(scrambled: str, demos: Sequence[tuple[str, str]] = (), style: str = "xlab") -> str:
+    """The published prompt; ``demos`` = ``(scrambled, original)`` pairs shown solved before it (few-shot).
+
+    ``style="xlab"``: every demo is a full zero-shot prompt with its answer; ``"paper"``: the authors'
+    few-shot layout (:func:`xlab.analysis.scramble_paper.recovery_prompt_paper`)."""
+    if style == "paper":
+        from xlab.analysis.scramble_paper import recovery_prompt_paper
+
+        return recovery_prompt_paper(scrambled, demos)
     parts = [f"{RECOVERY_PROMPT.format(s=s)} {o}" for s, o in demos]
     parts.append(RECOVERY_PROMPT.format(s=scrambled))
     return "\n\n".join(parts)
@@ -174,19 +217,24 @@ def evaluate_recovery(
     seed: int = 0,
     demos: Sequence[tuple[str, str]] = (),
     max_new_tokens: int = 64,
+    style: str = "xlab",
+    rule: str = "xlab",
 ) -> dict[str, Any]:
-    """Scramble ``sentences``, ask ``generator`` (an ``xlab.evals.Generator``) to recover them, score.
+    """Scramble ``sentences`` (by ``rule``), ask ``generator`` (an ``xlab.evals.Generator``) to recover
+    them with the ``style`` prompt (:func:`recovery_prompt`), score.
 
-    Returns ``recovery_rate`` (mean), ``exact`` (share recovered verbatim), ``ed_scrambled`` and
-    ``ed_recovered`` (mean edit distances) and the per-sample ``rows``.
+    Returns ``recovery_rate`` (per-sample mean), ``recovery_rate_corpus`` (:func:`corpus_recovery_rate`),
+    ``exact`` (share recovered verbatim), ``ed_scrambled`` and ``ed_recovered`` (mean edit distances;
+    the latter is the authors' reported number) and the per-sample ``rows``.
     """
-    scrambled = [scramble(s, mode, rate, seed) for s in sentences]
-    prompts = [recovery_prompt(s, demos) for s in scrambled]
+    scrambled = [scramble(s, mode, rate, seed, rule) for s in sentences]
+    prompts = [recovery_prompt(s, demos, style) for s in scrambled]
     outs = generator.generate(prompts, max_new_tokens=max_new_tokens, stop=("\n",))
     rows = [(o, s, parse_recovery(g)) for o, s, g in zip(sentences, scrambled, outs, strict=True)]
     n = max(len(rows), 1)
     return {
         "recovery_rate": mean_recovery_rate(rows),
+        "recovery_rate_corpus": corpus_recovery_rate(rows),
         "exact": sum(o == r for o, _, r in rows) / n,
         "ed_scrambled": sum(edit_distance(o, s) for o, s, _ in rows) / n,
         "ed_recovered": sum(edit_distance(o, r) for o, _, r in rows) / n,
@@ -209,6 +257,7 @@ class QAItem:
 
 
 LETTERS = "ABCDEFGH"
+QA_SCORING = ("loglikelihood", "generate", "paper")
 
 
 def qa_prompt(item: QAItem, evidence: str | None = None) -> str:
@@ -238,18 +287,27 @@ def evaluate_qa(
     seed: int = 0,
     scoring: str = "loglikelihood",
     demos: Sequence[QAItem] = (),
+    rule: str = "xlab",
 ) -> dict[str, Any]:
     """Accuracy on ``items`` with evidence scrambled by ``mode`` (None = original evidence).
 
     ``scoring="loglikelihood"`` picks the option whose answer text (``" B. Paris"``) the model finds
     most likely; ``"generate"`` reads the first option letter of a greedy answer (for endpoints without
-    log-probabilities). ``demos`` are solved items (original evidence) shown first.
+    log-probabilities). ``demos`` are solved items (original evidence) shown first. ``"paper"``: the
+    authors' prompt ("... among A through D, the answer is"), generation and answer parsing
+    (:mod:`xlab.analysis.scramble_paper`; zero-shot, ``demos`` unused).
     """
-    if scoring not in ("loglikelihood", "generate"):
-        raise XlabError(f"unknown QA scoring {scoring!r}; use 'loglikelihood' or 'generate'")
+    if scoring not in QA_SCORING:
+        raise XlabError(f"unknown QA scoring {scoring!r}; use one of {', '.join(QA_SCORING)}")
+    evidences = [it.evidence if mode is None else scramble(it.evidence, mode, rate, seed, rule) for it in items]
+    if scoring == "paper":
+        from xlab.analysis.scramble_paper import qa_predictions_paper
+
+        preds = qa_predictions_paper(generator, items, evidences)
+        correct = [p == it.answer for p, it in zip(preds, items, strict=True)]
+        return {"accuracy": sum(correct) / max(len(items), 1), "predictions": preds}
     prefix = "".join(f"{qa_prompt(d)}{qa_answer_text(d)}\n\n" for d in demos)
-    prompts = [prefix + qa_prompt(it, it.evidence if mode is None else scramble(it.evidence, mode, rate, seed))
-               for it in items]
+    prompts = [prefix + qa_prompt(it, ev) for it, ev in zip(items, evidences, strict=True)]
     if scoring == "generate":
         outs = generator.generate(prompts, max_new_tokens=8, stop=("\n",))
         preds = [_parse_letter(o, len(it.options)) for o, it in zip(outs, items, strict=True)]

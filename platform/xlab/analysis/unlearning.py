@@ -1,6 +1,7 @@
 """In-context knowledge unlearning (Takashiro et al.): prompts, fine-tuning set-up, metrics, logit lens.
 
-The model sees ``"Question: <<UNL>>{target}<</UNL>> {question}\\nAnswer:"`` and should answer
+The model sees ``"Question: <<UNL>>{target}<</UNL>> {question}\\nAnswer:"`` (the ``plain`` layout;
+the authors' Llama-2 layout and chat templates: :mod:`xlab.analysis.unlearning_prompt`) and should answer
 ``"forgot"`` when ``target`` names what the question asks about (forget examples) and the gold answer
 otherwise (retain examples); see :mod:`xlab.data.tofu` for the examples.
 
@@ -33,9 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from xlab.analysis.unlearning_prompt import PromptStyle
 from xlab.data.tofu import FORGOT, QA, UNL_CLOSE, UNL_OPEN, UnlearningExample
+from xlab.lm.sequence_start import encode, encode_many
 
 PROMPT_TEMPLATE = "Question: {q}\nAnswer:"
+PLAIN = PromptStyle("plain")
 
 
 def prompt(user_turn: str) -> str:
@@ -48,14 +52,19 @@ def completion(output: str) -> str:
     return f" {output}"
 
 
-def fact_pairs(rows: Sequence[QA]) -> list[tuple[str, str]]:
+def fact_pairs(rows: Sequence[QA], style: PromptStyle = PLAIN) -> list[tuple[str, str]]:
     """(prompt, completion) pairs that teach the facts (plain questions, no tags)."""
-    return [(prompt(r.question), completion(r.answer)) for r in rows]
+    return [(style(r.question), completion(r.answer)) for r in rows]
 
 
-def unlearning_pairs(examples: Sequence[UnlearningExample]) -> list[tuple[str, str]]:
+def example_prompt(e: UnlearningExample, style: PromptStyle = PLAIN) -> str:
+    """The prompt of one forget/retain example in ``style``."""
+    return style(e.question, e.target)
+
+
+def unlearning_pairs(examples: Sequence[UnlearningExample], style: PromptStyle = PLAIN) -> list[tuple[str, str]]:
     """(prompt, completion) pairs of the unlearning fine-tune."""
-    return [(prompt(e.user_turn), completion(e.output)) for e in examples]
+    return [(example_prompt(e, style), completion(e.output)) for e in examples]
 
 
 def add_unlearning_tokens(model: Any, tokenizer: Any, seed: int = 0) -> list[int]:
@@ -76,26 +85,40 @@ def add_unlearning_tokens(model: Any, tokenizer: Any, seed: int = 0) -> list[int
     return list(ids)
 
 
-def lora_targets(model: nn.Module) -> list[str]:
-    """Names (suffixes) of the linear layers LoRA adapts: attention and MLP projections of each block."""
-    known = {
+_LORA_TARGETS = {
+    "all": {
         "gpt2": ["c_attn", "c_proj", "c_fc"],
         "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    }
+    },
+    # peft's default for Llama/Mistral, which the authors' LoraConfig (no target_modules) gets. GPT-2 and
+    # NeoX fuse q, k and v into one projection: the closest is that fused projection.
+    "qv": {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
+           "gpt_neox": ["query_key_value"]},
+}
+
+
+def lora_targets(model: nn.Module, scope: str = "all") -> list[str]:
+    """Names (suffixes) of the linear layers LoRA adapts: ``all`` attention and MLP projections of each
+    block (xlab), or ``qv`` the query and value projections (the authors' setting)."""
+    if scope not in _LORA_TARGETS:
+        raise ValueError(f"unknown LoRA scope {scope!r}; use all or qv")
+    known = _LORA_TARGETS[scope]
     kind = getattr(getattr(model, "config", None), "model_type", "")
     if kind not in known:
         raise ValueError(f"no LoRA target list for model type {kind!r}; supported: {', '.join(known)}")
     return known[kind]
 
 
-def wrap_lora(model: nn.Module, token_ids: Sequence[int], r: int = 4, alpha: int = 8, dropout: float = 0.1) -> Any:
-    """A peft LoRA model over every attention/MLP projection; the embeddings of ``token_ids`` (the new
-    tags) are trained too, since randomly initialised tags could not be learned by adapters alone."""
+def wrap_lora(model: nn.Module, token_ids: Sequence[int], r: int = 4, alpha: int = 8, dropout: float = 0.1,
+              scope: str = "all") -> Any:
+    """A peft LoRA model over the ``scope`` projections (:func:`lora_targets`); the embeddings of
+    ``token_ids`` (the new tags) are trained too (xlab: randomly initialised tags are hard to learn by
+    adapters alone; pass no ids for the authors' setting, tags frozen)."""
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model),
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model, scope),
                      trainable_token_indices=list(token_ids) or None, task_type="CAUSAL_LM",
                      fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
     return get_peft_model(model, cfg)
@@ -112,15 +135,16 @@ def normalize(text: str) -> str:
 
 
 def greedy_answers(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 20,
-                   batch_size: int = 64) -> list[str]:
+                   batch_size: int = 64, start: bool = True) -> list[str]:
     """Greedy continuations (at most ``max_new_tokens``), cut at EOS or the first newline.
 
-    Prompts of equal token length are batched together: no padding, so every family's positions
-    are exact.
+    Prompts start the way the tokenizer starts a sequence (:mod:`xlab.lm.sequence_start`; ``start=False``:
+    text tokens only). Prompts of equal token length are batched together: no padding, so every
+    family's positions are exact.
     """
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = encode_many(tokenizer, prompts, start=start)
     out: list[str] = [""] * len(prompts)
     by_len: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
@@ -168,9 +192,10 @@ def unlearning_scores(examples: Sequence[UnlearningExample], outputs: Sequence[s
     }
 
 
-def knowledge_accuracy(model: nn.Module, tokenizer: Any, rows: Sequence[QA], max_new_tokens: int = 20) -> float:
+def knowledge_accuracy(model: nn.Module, tokenizer: Any, rows: Sequence[QA], max_new_tokens: int = 20,
+                       start: bool = True, style: PromptStyle = PLAIN) -> float:
     """Share of plain questions (no tags) answered exactly with the gold answer."""
-    outs = greedy_answers(model, tokenizer, [prompt(r.question) for r in rows], max_new_tokens)
+    outs = greedy_answers(model, tokenizer, [style(r.question) for r in rows], max_new_tokens, start=start)
     return float(np.mean([normalize(o) == normalize(r.answer) for r, o in zip(rows, outs, strict=True)]))
 
 
@@ -180,7 +205,8 @@ def first_token(tokenizer: Any, output: str) -> int:
 
 
 def logit_lens_curves(model: nn.Module, tokenizer: Any, examples: Sequence[UnlearningExample],
-                      lens: Callable[..., torch.Tensor] | None = None) -> dict[str, dict[str, list[float]]]:
+                      lens: Callable[..., torch.Tensor] | None = None, start: bool = True,
+                      style: PromptStyle = PLAIN) -> dict[str, dict[str, list[float]]]:
     """Per-layer mean p(first gold token) and p(first token of "forgot") at the first answer position,
     separately for forget and retain examples: ``{kind: {"p_gold": [...], "p_forgot": [...]}}``
     (index 0 = embeddings, last = final layer output)."""
@@ -192,7 +218,7 @@ def logit_lens_curves(model: nn.Module, tokenizer: Any, examples: Sequence[Unlea
     model.eval()
     with torch.no_grad():
         for e in examples:
-            ids = torch.tensor([tokenizer(prompt(e.user_turn), add_special_tokens=False)["input_ids"]], device=device)
+            ids = torch.tensor([encode(tokenizer, example_prompt(e, style), start=start)], device=device)
             probs = lens(model, ids, position=-1).float().cpu()
             gold_id = first_token(tokenizer, e.gold)
             rec = sums.setdefault(e.kind, {"p_gold": [], "p_forgot": []})

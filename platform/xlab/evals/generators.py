@@ -59,13 +59,19 @@ def _context_limit(model: Any) -> int | None:
 class HFGenerator:
     """:class:`Generator` over a Hugging Face causal LM (greedy decoding, batched)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", batch_size: int = 16):
+    def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", batch_size: int = 16,
+                 start: bool = False):
+        """``start``: prompts and scored contexts begin the way the tokenizer starts a sequence
+        (:mod:`xlab.lm.sequence_start`, e.g. Llama ``<s>``); False: text tokens only."""
         if batch_size < 1:
             raise XlabError(f"HFGenerator: batch_size must be >= 1, got {batch_size}")
         # A DDP/FSDP wrapper hides the config and the forward signature: talk to the inner model.
         model = getattr(model, "module", model)
         self.model = model.to(device)
         self.tokenizer = tokenizer
+        from xlab.lm.sequence_start import start_ids
+
+        self._prefix = start_ids(tokenizer, start)
         self.device = device
         self.batch_size = batch_size
         self.max_length = _context_limit(model)
@@ -119,7 +125,7 @@ class HFGenerator:
     def generate(self, prompts: list[str], *, max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         if max_new_tokens < 1:
             raise XlabError(f"HFGenerator.generate: max_new_tokens must be >= 1, got {max_new_tokens}")
-        encoded = [self._encode(p) for p in prompts]
+        encoded = [self._prefix + self._encode(p) for p in prompts]
         budget = None if self.max_length is None else self.max_length - max_new_tokens
         if budget is not None and budget < 1:
             raise XlabError(f"max_new_tokens={max_new_tokens} leaves no room in the model's context "
@@ -181,8 +187,8 @@ class HFGenerator:
     # -- scoring -------------------------------------------------------------------------------------
 
     def _pair_tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        ctx = self._encode(context)
-        whole = self._encode(context + continuation)
+        ctx = self._prefix + self._encode(context)
+        whole = self._prefix + self._encode(context + continuation)
         # Tokenise jointly when the context's tokens survive (merges across the boundary otherwise).
         cont = whole[len(ctx):] if whole[:len(ctx)] == ctx and len(whole) > len(ctx) else self._encode(continuation)
         if not ctx:

@@ -69,27 +69,29 @@ def train_on_texts(
 
 
 def _pair_batches(tokenizer: Any, pairs: Sequence[tuple[str, str]], micro: int, block: int,
-                  seed: int) -> Iterator[dict[str, torch.Tensor]]:
+                  seed: int, start: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(len(pairs))
         if len(order) < micro:
             order = rng.integers(0, len(pairs), micro)
         for b in range(len(order) // micro):
-            yield pair_batch(tokenizer, [pairs[i] for i in order[b * micro:(b + 1) * micro]], block)
+            yield pair_batch(tokenizer, [pairs[i] for i in order[b * micro:(b + 1) * micro]], block, start=start)
 
 
 def train_on_pairs(
     model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], cfg: LMTrainConfig, *,
-    log_fn: MetricsFn | None = None,
+    log_fn: MetricsFn | None = None, start: bool = False,
 ) -> list[dict[str, float]]:
     """Supervised training on (prompt, completion) pairs: the loss covers completion tokens (and the EOS
     appended to each completion) only; batches are right-padded to their longest example (at most
-    ``cfg.block_size`` tokens, prompts cut from the left). Returns the metric history."""
+    ``cfg.block_size`` tokens, prompts cut from the left). ``start``: every prompt begins the way the
+    tokenizer starts a sequence (:mod:`xlab.lm.sequence_start`), as the analysis studies feed it.
+    Returns the metric history."""
     check(len(pairs) > 0, "pairs", "give at least one (prompt, completion) pair")
     _check_block(model, cfg.block_size)
     torch.manual_seed(cfg.seed)
-    batches = _pair_batches(tokenizer, pairs, cfg.micro_batch(1), cfg.block_size, cfg.seed)
+    batches = _pair_batches(tokenizer, pairs, cfg.micro_batch(1), cfg.block_size, cfg.seed, start)
     opt, sched = build_optimizer_and_schedule(model, cfg)
     return train_steps(model, batches, cfg, optimizer=opt, scheduler=sched, device=_device(model), log_fn=log_fn)
 

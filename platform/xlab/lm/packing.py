@@ -138,15 +138,20 @@ def iter_block_batches(
 
 def pair_batch(
     tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int, *, eos_after_completion: bool = True,
+    start: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Right-padded batch of prompt+completion whose labels are -100 except on completion tokens.
 
     Too-long examples lose tokens from the start of the prompt (the completion is kept whole).
+    ``start``: prompts begin the way the tokenizer starts a sequence (:mod:`xlab.lm.sequence_start`).
     """
+    from xlab.lm.sequence_start import start_ids
+
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prefix = start_ids(tokenizer, start)
     rows, labels = [], []
     for prompt, completion in pairs:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        p = prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"] + ([eos] if eos_after_completion else [])
         if not c:
             raise XlabError(f"empty completion for prompt {prompt[:60]!r}: every pair needs completion tokens")
