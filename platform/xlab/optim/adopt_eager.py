@@ -1,0 +1,189 @@
+"""Eager ADOPT updates: the per-tensor reference loop and the ``torch._foreach_*`` path.
+
+Both compute the update rule in :mod:`xlab.optim.adopt`. On CPU, where ``torch._foreach_*`` has no
+multi-tensor kernels and every freshly allocated temporary is paid in page faults, the blocked paths
+of :mod:`xlab.optim.adopt_cpu` take over (see there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+ClipLambda = Callable[[Any], Any]
+"""Maps the update count ``s`` (1 at the first real update; a float, or a 0-dim tensor when
+``capturable``/``fused``) to the clip bound ``c``."""
+
+
+def _clip_bound(clip_lambda: ClipLambda, step: Tensor, keep_tensor: bool) -> Any:
+    # Off the capture path the bound is computed in Python double precision from the CPU step, the
+    # same number in the loop and foreach paths; with capturable the step never leaves the device.
+    return clip_lambda(step) if keep_tensor else clip_lambda(step.item())
+
+
+def _single_tensor_adopt(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    initializing: list[bool],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    clip_lambda: ClipLambda | None,
+    weight_decay: float,
+    decouple: bool,
+    maximize: bool,
+    capturable: bool,
+    differentiable: bool = False,
+) -> None:
+    """Reference implementation: one tensor at a time."""
+    for i, param in enumerate(params):
+        grad = -grads[i] if maximize else grads[i]
+        exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
+        if torch.is_complex(param):
+            param, grad = torch.view_as_real(param), torch.view_as_real(grad)
+            exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
+
+        if weight_decay != 0 and not decouple:
+            grad = grad.add(param, alpha=weight_decay)
+
+        if initializing[i]:
+            # v is still zero, so this sets v = g*g: the first gradient only seeds the second moment.
+            exp_avg_sq.addcmul_(grad, grad)
+            step_t += 1
+            continue
+
+        if weight_decay != 0 and decouple:
+            param.mul_(1 - lr * weight_decay)
+
+        # v is from the *previous* steps: the current gradient is not in its own denominator.
+        normed = grad / exp_avg_sq.sqrt().clamp_(min=eps)
+        if clip_lambda is not None:
+            bound = _clip_bound(clip_lambda, step_t, keep_tensor=capturable)
+            normed = torch.clamp(normed, -bound, bound)
+        exp_avg.lerp_(normed, 1 - beta1)
+        if isinstance(lr, Tensor):
+            # Under autograd, ``exp_avg * lr`` saves exp_avg for d/dlr; the next step's lerp_ would
+            # then modify a saved tensor, so give autograd a copy.
+            param.sub_((exp_avg.clone() if differentiable else exp_avg) * lr)
+        else:
+            param.add_(exp_avg, alpha=-lr)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_t += 1
+
+
+def _split(flags: list[bool], *lists: list[Tensor]) -> tuple[list[list[Tensor]], list[list[Tensor]]]:
+    """Partition parallel lists into (flag true, flag false) parts."""
+    yes = [[x for x, f in zip(lst, flags, strict=True) if f] for lst in lists]
+    no = [[x for x, f in zip(lst, flags, strict=True) if not f] for lst in lists]
+    return yes, no
+
+
+def _view_complex_as_real(*lists: list[Tensor]) -> None:
+    params = lists[0]
+    for i, p in enumerate(params):
+        if torch.is_complex(p):
+            for lst in lists:
+                lst[i] = torch.view_as_real(lst[i])
+
+
+def _prepare_grads(
+    params: list[Tensor], grads: list[Tensor], *, weight_decay: float, decouple: bool, maximize: bool
+) -> list[Tensor]:
+    """Effective gradients (sign flip, L2 term) as new tensors; ``p.grad`` is never modified."""
+    if maximize:
+        grads = torch._foreach_neg(grads)
+        if weight_decay != 0 and not decouple:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+    elif weight_decay != 0 and not decouple:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    return grads
+
+
+def _increment_steps(steps: list[Tensor]) -> None:
+    if not steps:
+        return
+    if steps[0].device.type == "cpu":
+        # A CPU tensor as the scalar avoids a slow per-tensor Python-scalar wrap (as in torch.optim.Adam).
+        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1.0)
+
+
+def _multi_tensor_adopt(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    initializing: list[bool],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    clip_lambda: ClipLambda | None,
+    weight_decay: float,
+    decouple: bool,
+    maximize: bool,
+    capturable: bool,
+) -> None:
+    """``torch._foreach_*`` implementation over tensors grouped by device and dtype."""
+    grouped = Optimizer._group_tensors_by_device_and_dtype(
+        [params, grads, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
+        with_indices=True,
+    )
+    for (d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps), indices in grouped.values():
+        d_params, d_grads = list(d_params), list(d_grads)
+        d_exp_avgs, d_exp_avg_sqs, d_steps = list(d_exp_avgs), list(d_exp_avg_sqs), list(d_steps)
+        _view_complex_as_real(d_params, d_grads, d_exp_avgs, d_exp_avg_sqs)
+        d_grads = _prepare_grads(
+            d_params, d_grads, weight_decay=weight_decay, decouple=decouple, maximize=maximize
+        )
+
+        # The first-step rule is per tensor: a tensor seeing its first gradient only seeds v, even
+        # when the rest of the group is mid-training (the reference implementation gets this wrong).
+        init, upd = _split(
+            [initializing[i] for i in indices], d_params, d_grads, d_exp_avg_sqs, d_exp_avgs, d_steps
+        )
+        _, i_grads, i_exp_avg_sqs, _, _ = init
+        if i_grads:
+            torch._foreach_addcmul_(i_exp_avg_sqs, i_grads, i_grads)  # v is zero: v = g*g
+
+        u_params, u_grads, u_exp_avg_sqs, u_exp_avgs, u_steps = upd
+        if u_params:
+            if weight_decay != 0 and decouple:
+                torch._foreach_mul_(u_params, 1 - lr * weight_decay)
+
+            denom = torch._foreach_sqrt(u_exp_avg_sqs)
+            torch._foreach_clamp_min_(denom, eps)
+            normed = torch._foreach_div(u_grads, denom)  # n = g / max(sqrt(v), eps)
+            del denom
+
+            if clip_lambda is not None:
+                bounds = [_clip_bound(clip_lambda, s, capturable) for s in u_steps]
+                if capturable:  # device-tensor bounds: no foreach overload takes a list of them
+                    for n, c in zip(normed, bounds, strict=True):
+                        n.clamp_(-c, c)
+                else:
+                    torch._foreach_clamp_min_(normed, [-c for c in bounds])
+                    torch._foreach_clamp_max_(normed, bounds)
+
+            torch._foreach_lerp_(u_exp_avgs, normed, 1 - beta1)
+            del normed
+            if isinstance(lr, Tensor):
+                torch._foreach_sub_(u_params, torch._foreach_mul(u_exp_avgs, lr))
+            else:
+                torch._foreach_add_(u_params, u_exp_avgs, alpha=-lr)
+            torch._foreach_mul_(u_exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(u_exp_avg_sqs, u_grads, u_grads, value=1 - beta2)
+
+        _increment_steps(d_steps)
