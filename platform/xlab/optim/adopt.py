@@ -298,6 +298,9 @@ class ADOPT(Optimizer):
                 maximize=group["maximize"],
             )
             tensors = (params, grads, exp_avgs, exp_avg_sqs, state_steps, initializing)
+            # Scratch for the CPU update (a few MiB per dtype, see xlab.optim.adopt_cpu), shared by the
+            # groups and kept across steps; not state, so neither pickled nor in state_dict().
+            scratch = self.__dict__.setdefault("_cpu_scratch", {})
             if fused:
                 # Per-group device buffers for lr, reused across steps (see _fused_adopt).
                 lr_buffers = self.__dict__.setdefault("_fused_lr_buffers", {}).setdefault(index, {})
@@ -305,12 +308,16 @@ class ADOPT(Optimizer):
             elif foreach:
                 if differentiable:
                     raise ValueError("foreach=True does not support differentiable=True")
-                _multi_tensor_adopt(*tensors, capturable=group["capturable"], **kwargs)
+                _multi_tensor_adopt(*tensors, capturable=group["capturable"], scratch=scratch, **kwargs)
             else:
                 # ``differentiable``: let autograd record the update (torch.no_grad is undone here).
                 with torch.set_grad_enabled(differentiable):
                     _single_tensor_adopt(
-                        *tensors, capturable=group["capturable"], differentiable=differentiable, **kwargs
+                        *tensors,
+                        capturable=group["capturable"],
+                        differentiable=differentiable,
+                        scratch=scratch,
+                        **kwargs,
                     )
 
         return loss

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from xlab.optim import adopt_cpu
+
 ClipLambda = Callable[[Any], Any]
 """Maps the update count ``s`` (1 at the first real update; a float, or a 0-dim tensor when
 ``capturable``/``fused``) to the clip bound ``c``."""
@@ -23,6 +25,13 @@ def _clip_bound(clip_lambda: ClipLambda, step: Tensor, keep_tensor: bool) -> Any
     # Off the capture path the bound is computed in Python double precision from the CPU step, the
     # same number in the loop and foreach paths; with capturable the step never leaves the device.
     return clip_lambda(step) if keep_tensor else clip_lambda(step.item())
+
+
+def _clip_bounds(clip_lambda: ClipLambda, steps: list[Tensor]) -> list[float]:
+    """``clip_lambda(s)`` for each CPU step tensor, computed once per distinct step value."""
+    values = torch.stack(steps).tolist()
+    cache = {s: clip_lambda(s) for s in set(values)}
+    return [cache[s] for s in values]
 
 
 def _single_tensor_adopt(
@@ -43,15 +52,31 @@ def _single_tensor_adopt(
     maximize: bool,
     capturable: bool,
     differentiable: bool = False,
+    scratch: adopt_cpu.Scratch | None = None,
 ) -> None:
-    """Reference implementation: one tensor at a time."""
+    """One tensor at a time: the reference, and the only path for ``differentiable``.
+
+    A real update of a CPU tensor (off the capturable and differentiable paths) runs the same ops
+    in place in cache-sized chunks (:func:`xlab.optim.adopt_cpu.tensor_update`).
+    """
+    blocked = not (capturable or differentiable)
+    kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decouple=decouple)
     for i, param in enumerate(params):
-        grad = -grads[i] if maximize else grads[i]
-        exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
+        grad, exp_avg, exp_avg_sq, step_t = grads[i], exp_avgs[i], exp_avg_sqs[i], state_steps[i]
         if torch.is_complex(param):
             param, grad = torch.view_as_real(param), torch.view_as_real(grad)
             exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
 
+        if blocked and not initializing[i] and param.device.type == "cpu":
+            bound = None if clip_lambda is None else _clip_bound(clip_lambda, step_t, keep_tensor=False)
+            adopt_cpu.tensor_update(
+                param, grad, exp_avg, exp_avg_sq, bound, maximize=maximize, scratch=scratch, **kw
+            )
+            step_t += 1
+            continue
+
+        if maximize:
+            grad = -grad
         if weight_decay != 0 and not decouple:
             grad = grad.add(param, alpha=weight_decay)
 
@@ -135,31 +160,42 @@ def _multi_tensor_adopt(
     decouple: bool,
     maximize: bool,
     capturable: bool,
+    scratch: adopt_cpu.Scratch | None = None,
 ) -> None:
-    """``torch._foreach_*`` implementation over tensors grouped by device and dtype."""
+    """``torch._foreach_*`` implementation over tensors grouped by device and dtype.
+
+    A group of CPU tensors (off the capturable path) is updated in place in cache-sized blocks
+    (:func:`xlab.optim.adopt_cpu.foreach_update`), elsewhere with whole-tensor foreach ops.
+    """
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
         with_indices=True,
     )
+    grad_kw = dict(weight_decay=weight_decay, decouple=decouple, maximize=maximize)
     for (d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps), indices in grouped.values():
         d_params, d_grads = list(d_params), list(d_grads)
         d_exp_avgs, d_exp_avg_sqs, d_steps = list(d_exp_avgs), list(d_exp_avg_sqs), list(d_steps)
         _view_complex_as_real(d_params, d_grads, d_exp_avgs, d_exp_avg_sqs)
-        d_grads = _prepare_grads(
-            d_params, d_grads, weight_decay=weight_decay, decouple=decouple, maximize=maximize
-        )
 
         # The first-step rule is per tensor: a tensor seeing its first gradient only seeds v, even
         # when the rest of the group is mid-training (the reference implementation gets this wrong).
         init, upd = _split(
             [initializing[i] for i in indices], d_params, d_grads, d_exp_avg_sqs, d_exp_avgs, d_steps
         )
-        _, i_grads, i_exp_avg_sqs, _, _ = init
+        i_params, i_grads, i_exp_avg_sqs, _, _ = init
         if i_grads:
+            i_grads = _prepare_grads(i_params, i_grads, **grad_kw)
             torch._foreach_addcmul_(i_exp_avg_sqs, i_grads, i_grads)  # v is zero: v = g*g
 
         u_params, u_grads, u_exp_avg_sqs, u_exp_avgs, u_steps = upd
-        if u_params:
+        if u_params and not capturable and u_params[0].device.type == "cpu":
+            bounds = None if clip_lambda is None else _clip_bounds(clip_lambda, u_steps)
+            cpu_kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, scratch=scratch)
+            adopt_cpu.foreach_update(
+                u_params, u_grads, u_exp_avgs, u_exp_avg_sqs, bounds, **cpu_kw, **grad_kw
+            )
+        elif u_params:
+            u_grads = _prepare_grads(u_params, u_grads, **grad_kw)
             if weight_decay != 0 and decouple:
                 torch._foreach_mul_(u_params, 1 - lr * weight_decay)
 
