@@ -1,4 +1,4 @@
-"""ADOPT's eager update on CPU: cache-sized blocks, in-place ops, no temporaries per step.
+"""ADOPT's eager update on CPU: in-place ops on a reused scratch buffer, no temporaries per step.
 
 Why a CPU path of its own. Profile of one step of the general ``foreach`` code on CPU (10M
 parameters in 20 tensors, one thread): ``torch._foreach_div`` and ``torch._foreach_sqrt`` took 44%
@@ -8,30 +8,39 @@ multi-tensor kernels (it loops over the tensors) and a multi-megabyte result is 
 the operating system, so every page of it faults on first write. ``torch.optim.Adam(foreach=True)``
 has one such op per step, the general ADOPT path two, plus two more passes for the clip.
 
-Here a tensor is cut into flat chunks of at most :data:`BLOCK` elements, and a chunk's update runs
-in a scratch buffer of that size that is reused across chunks and steps (held by the optimizer):
-nothing is allocated per step, and the scratch and the chunk's p, g, m, v stay in the CPU caches
-between the update's elementwise ops, so main memory sees about one read of p, g, m, v and one
-write of p, m, v per step. The ops are the reference loop's, in the same order, so the results are
-the loop's (bitwise, up to how a vectorised kernel rounds the last few elements of a chunk).
+Here the normalised gradient is computed in a scratch buffer that the optimizer keeps across steps,
+with ``out=`` and in-place ops in the reference loop's order, so the results are the loop's (bitwise,
+up to how a vectorised kernel rounds the last elements of a chunk). A tensor larger than
+:data:`BLOCK` is updated in chunks of that size, which bounds the scratch and keeps a chunk's working
+set in the last-level cache between its ops. Small tensors are packed into blocks updated with
+``torch._foreach_*`` ops; how the tensors of a group map onto blocks and scratch views is planned
+once per set of shapes and cached, so a step makes no per-tensor torch call for packing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["BLOCK", "foreach_update", "tensor_update"]
+__all__ = ["BLOCK", "SMALL", "foreach_update", "tensor_update"]
 
-BLOCK = 1 << 18
-"""Elements per chunk: 1 MiB of float32 per stream, so a chunk's working set (p, g, m, v and the
-scratch) fits in the last-level cache of a core's share while the per-op dispatch cost (a few
-microseconds for each of ~10 ops per chunk) stays at about 1% of the chunk's work."""
+BLOCK = 1 << 20
+"""Elements per chunk (4 MiB of float32 per stream). A chunk's working set (p, g, m, v and the
+scratch) stays in the last-level cache, and the ~8 ops per chunk are few enough that their dispatch
+cost, and with several threads the threads' synchronisation after each op, stays small (on a
+shared 2-core machine, 64K-element chunks made a 2-thread step several times slower)."""
 
-Scratch = dict[Any, Tensor]
-"""Reusable scratch buffers by (device, dtype); the optimizer keeps one across steps."""
+SMALL = 1 << 16
+"""Tensors of at most this many elements are packed together into blocks of up to :data:`BLOCK`
+elements and updated with ``torch._foreach_*`` ops, one call per op and block."""
+
+_MAX_PLANS = 16  # cached plans per device and dtype (a new set of updating tensors makes a new one)
+_MAX_VIEWS = 1024  # cached scratch views per device and dtype, one per tensor shape
+
+Scratch = dict[Any, Any]
+"""Scratch buffers by (device, dtype) and the plans made on them; the optimizer keeps it across steps."""
 
 
 def _scratch(scratch: Scratch | None, like: Tensor, numel: int) -> Tensor:
@@ -42,11 +51,9 @@ def _scratch(scratch: Scratch | None, like: Tensor, numel: int) -> Tensor:
         buf = torch.empty(numel, dtype=like.dtype, device=like.device)
         if scratch is not None:
             scratch[key] = buf
+            scratch.pop(("plans", *key), None)  # their views are on the old buffer
+            scratch.pop(("views", *key), None)
     return buf
-
-
-def _flat(*tensors: Tensor) -> bool:
-    return all(t.is_contiguous() for t in tensors)
 
 
 def tensor_update(
@@ -71,20 +78,46 @@ def tensor_update(
     the scratch. ``bound`` is the clip bound ``c`` for this update, ``None`` for no clipping.
     """
     kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decouple=decouple)
-    effective_grad = maximize or (weight_decay != 0 and not decouple)
-    width = 2 if effective_grad else 1  # normalised gradient [, effective gradient]
+    width = 2 if _needs_effective_grad(weight_decay, decouple, maximize) else 1
+    n = param.numel()
+    if n <= BLOCK:
+        normed, effective = _views(scratch, param, width)
+        _chunk_update(param, grad, exp_avg, exp_avg_sq, normed, effective, bound, maximize=maximize, **kw)
+        return
     tensors = (param, grad, exp_avg, exp_avg_sq)
-    if _flat(*tensors):
+    if all(t.is_contiguous() for t in tensors):
         chunks: Any = zip(*(t.view(-1).split(BLOCK) for t in tensors), strict=True)
-        size = min(param.numel(), BLOCK)
-        buf = _scratch(scratch, param, width * size)
-    else:  # strided tensors (e.g. channels_last): the whole tensor is one chunk, with a temporary
-        chunks, size = [tensors], param.numel()
-        buf = torch.empty(width * size, dtype=param.dtype, device=param.device)
+        n, shape = BLOCK, None
+        buf = _scratch(scratch, param, width * n)
+    else:  # a large strided tensor (e.g. channels_last): one chunk in a temporary
+        chunks, shape = [tensors], param.shape
+        buf = torch.empty(width * n, dtype=param.dtype, device=param.device)
     for p, g, m, v in chunks:
         k = p.numel()
-        effective = buf[size : size + k].view(p.shape) if effective_grad else None
-        _chunk_update(p, g, m, v, buf[:k].view(p.shape), effective, bound, maximize=maximize, **kw)
+        normed = buf[:k].view(shape or (k,))
+        effective = buf[n : n + k].view(shape or (k,)) if width == 2 else None
+        _chunk_update(p, g, m, v, normed, effective, bound, maximize=maximize, **kw)
+
+
+def _views(scratch: Scratch | None, p: Tensor, width: int) -> tuple[Tensor, Tensor | None]:
+    """Scratch of ``p``'s shape for the normalised [and the effective] gradient, cached per shape."""
+    key = ("views", p.device, p.dtype)
+    cache = None if scratch is None else scratch.get(key)
+    views = None if cache is None else cache.get((width, p.shape))
+    if views is None:
+        n = p.numel()
+        buf = _scratch(scratch, p, width * n)  # may replace the buffer and drop the cached views
+        views = buf[:n].view(p.shape), buf[n : 2 * n].view(p.shape) if width == 2 else None
+        if scratch is not None:
+            cache = scratch.setdefault(key, {})
+            if len(cache) >= _MAX_VIEWS:
+                cache.clear()
+            cache[(width, p.shape)] = views
+    return views
+
+
+def _needs_effective_grad(weight_decay: float, decouple: bool, maximize: bool) -> bool:
+    return maximize or (weight_decay != 0 and not decouple)
 
 
 def _chunk_update(
@@ -107,7 +140,12 @@ def _chunk_update(
     """The update of one chunk; ``normed`` and ``effective`` (the effective gradient, needed with
     ``maximize`` or an L2 term) are scratch of ``p``'s shape."""
     if effective is not None:
-        g = _effective_grad(p, g, effective, weight_decay, decouple, maximize)
+        if maximize:
+            g = torch.neg(g, out=effective)
+            if weight_decay != 0 and not decouple:
+                g.add_(p, alpha=weight_decay)
+        else:
+            g = torch.add(g, p, alpha=weight_decay, out=effective)
     torch.sqrt(v, out=normed).clamp_min_(eps)
     torch.div(g, normed, out=normed)  # n = g / max(sqrt(v), eps)
     if bound is not None:
@@ -119,16 +157,68 @@ def _chunk_update(
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
 
 
-def _effective_grad(
-    p: Tensor, g: Tensor, out: Tensor, weight_decay: float, decouple: bool, maximize: bool
-) -> Tensor:
-    """``out = (-g if maximize else g) + weight_decay * p`` (L2 term only if not ``decouple``)."""
-    if maximize:
-        torch.neg(g, out=out)
-        if weight_decay != 0 and not decouple:
-            out.add_(p, alpha=weight_decay)
-        return out
-    return torch.add(g, p, alpha=weight_decay, out=out)
+class _Plan(NamedTuple):
+    """How a list of tensor shapes maps onto update calls and scratch views."""
+
+    large: list[int]
+    """Tensors of more than :data:`BLOCK` elements: :func:`tensor_update`, chunk by chunk."""
+    alone: list[tuple[int, Tensor, Tensor | None]]
+    """``(i, normed, effective)``: a tensor of more than :data:`SMALL` elements and its scratch."""
+    packs: list[tuple[list[int], list[Tensor], list[Tensor], list[Tensor] | None]]
+    """``(indices, denom, normed, effective)``: small tensors updated together, and their scratch."""
+
+
+def _make_plan(params: list[Tensor], effective_grad: bool, scratch: Scratch | None) -> _Plan:
+    large, alone, packs, pack, total = [], [], [], [], 0
+    for i, p in enumerate(params):
+        k = p.numel()
+        if k > BLOCK:
+            large.append(i)
+        elif k > SMALL:
+            alone.append(i)
+        else:
+            if pack and total + k > BLOCK:
+                packs.append(pack)
+                pack, total = [], 0
+            pack.append(i)
+            total += k
+    if pack:
+        packs.append(pack)
+    sizes = [p.numel() for p in params]
+    size = max([sizes[i] for i in alone] + [sum(sizes[i] for i in pack) for pack in packs] + [1])
+    slots = 3 if effective_grad else 2
+    buf = _scratch(scratch, params[0], slots * size)
+
+    def views(slot: int, indices: list[int]) -> list[Tensor]:
+        flat = buf[slot * size : slot * size + sum(sizes[i] for i in indices)]
+        return [
+            t.view(params[i].shape)
+            for t, i in zip(flat.split([sizes[i] for i in indices]), indices, strict=True)
+        ]
+
+    return _Plan(
+        large=large,
+        alone=[(i, views(0, [i])[0], views(1, [i])[0] if effective_grad else None) for i in alone],
+        packs=[
+            (pack, views(0, pack), views(1, pack), views(2, pack) if effective_grad else None)
+            for pack in packs
+        ],
+    )
+
+
+def _plan(params: list[Tensor], effective_grad: bool, scratch: Scratch | None) -> _Plan:
+    if scratch is None:
+        return _make_plan(params, effective_grad, scratch)
+    key = (effective_grad, *(p.shape for p in params))
+    plans = scratch.get(("plans", params[0].device, params[0].dtype), {})
+    plan = plans.get(key)
+    if plan is None:
+        plan = _make_plan(params, effective_grad, scratch)  # may replace the buffer and drop the plans
+        plans = scratch.setdefault(("plans", params[0].device, params[0].dtype), {})
+        if len(plans) >= _MAX_PLANS:
+            plans.clear()
+        plans[key] = plan
+    return plan
 
 
 def foreach_update(
@@ -147,61 +237,38 @@ def foreach_update(
     maximize: bool,
     scratch: Scratch | None = None,
 ) -> None:
-    """One real update of tensors of one device and dtype with ``torch._foreach_*`` in-place ops.
+    """One real update of tensors of one device and dtype, with ``torch._foreach_*`` for small ones.
 
-    Chunks of all tensors are packed into blocks of at most :data:`BLOCK` elements (a large tensor
-    spans several blocks, a block holds many small tensors), one ``torch._foreach_*`` call per op and
-    block. ``bounds[i]`` is tensor ``i``'s clip bound (``None``: no clipping).
+    A tensor of more than :data:`SMALL` elements is updated on its own with the ops of
+    :func:`tensor_update` (on CPU a ``torch._foreach_*`` op over one tensor is that tensor's op, and
+    the ``out=`` forms spare two copies into the scratch); smaller tensors are packed into blocks of
+    up to :data:`BLOCK` elements, one ``torch._foreach_*`` call per op and block. ``bounds[i]`` is
+    tensor ``i``'s clip bound (``None``: no clipping).
     """
     kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decouple=decouple)
-    pieces: tuple[list[Tensor], ...] = ([], [], [], [])
-    piece_bounds: list[float] = []
-    for i, tensors in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, strict=True)):
+    plan = _plan(params, _needs_effective_grad(weight_decay, decouple, maximize), scratch)
+    uniform = bounds is None or len(set(bounds)) == 1
+    for i in plan.large:
         bound = None if bounds is None else bounds[i]
-        if not _flat(*tensors):  # rare: strided tensors take the per-tensor path
-            tensor_update(*tensors, bound, maximize=maximize, scratch=scratch, **kw)
-            continue
-        n_chunks = 0
-        for lst, t in zip(pieces, tensors, strict=True):
-            chunks = t.view(-1).split(BLOCK)
-            lst.extend(chunks)
-            n_chunks = len(chunks)
-        if bound is not None:
-            piece_bounds.extend([bound] * n_chunks)
-    if not pieces[0]:
-        return
-    clip: Any = None
-    if bounds is not None:  # one scalar for the usual case of a group in step
-        clip = piece_bounds[0] if len(set(piece_bounds)) == 1 else piece_bounds
-
-    effective_grad = maximize or (weight_decay != 0 and not decouple)
-    n_scratch = 3 if effective_grad else 2  # denominator, normalised gradient [, effective gradient]
-    sizes = [p.numel() for p in pieces[0]]
-    size = min(sum(sizes), BLOCK)
-    buf = _scratch(scratch, params[0], n_scratch * size)
-    for start, stop in _blocks(sizes):
-        total = sum(sizes[start:stop])
-        views = [list(buf[i * size : i * size + total].split(sizes[start:stop])) for i in range(n_scratch)]
-        block = [lst[start:stop] for lst in pieces]
-        if stop - start == 1:  # a chunk of a large tensor: out= ops need no copies into the scratch
-            effective = views[2][0] if effective_grad else None
-            bound = clip[start] if isinstance(clip, list) else clip
-            _chunk_update(*(b[0] for b in block), views[0][0], effective, bound, maximize=maximize, **kw)
-        else:
-            block_clip = clip[start:stop] if isinstance(clip, list) else clip
-            _foreach_block(*block, *views, clip=block_clip, maximize=maximize, **kw)
-
-
-def _blocks(sizes: list[int]) -> list[tuple[int, int]]:
-    """Consecutive ``(start, stop)`` index ranges of ``sizes`` that sum to at most :data:`BLOCK` each."""
-    ranges, start, total = [], 0, 0
-    for j, k in enumerate(sizes):
-        if j > start and total + k > BLOCK:
-            ranges.append((start, j))
-            start, total = j, 0
-        total += k
-    ranges.append((start, len(sizes)))
-    return ranges
+        tensors = (params[i], grads[i], exp_avgs[i], exp_avg_sqs[i])
+        tensor_update(*tensors, bound, maximize=maximize, scratch=scratch, **kw)
+    for i, normed, effective in plan.alone:
+        bound = None if bounds is None else bounds[i]
+        _chunk_update(
+            params[i],
+            grads[i],
+            exp_avgs[i],
+            exp_avg_sqs[i],
+            normed,
+            effective,
+            bound,
+            maximize=maximize,
+            **kw,
+        )
+    for indices, denom, normed, effective in plan.packs:
+        clip = None if bounds is None else bounds[0] if uniform else [bounds[i] for i in indices]
+        block = ([lst[i] for i in indices] for lst in (params, grads, exp_avgs, exp_avg_sqs))
+        _foreach_block(*block, denom, normed, effective, clip=clip, maximize=maximize, **kw)
 
 
 def _foreach_block(
@@ -211,7 +278,7 @@ def _foreach_block(
     exp_avg_sqs: list[Tensor],
     denom: list[Tensor],
     normed: list[Tensor],
-    effective: list[Tensor] | None = None,
+    effective: list[Tensor] | None,
     *,
     clip: float | list[float] | None,
     lr: float,

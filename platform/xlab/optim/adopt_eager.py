@@ -27,11 +27,15 @@ def _clip_bound(clip_lambda: ClipLambda, step: Tensor, keep_tensor: bool) -> Any
     return clip_lambda(step) if keep_tensor else clip_lambda(step.item())
 
 
-def _clip_bounds(clip_lambda: ClipLambda, steps: list[Tensor]) -> list[float]:
-    """``clip_lambda(s)`` for each CPU step tensor, computed once per distinct step value."""
+def _clip_bounds(
+    clip_lambda: ClipLambda, steps: list[Tensor], initializing: list[bool] | None = None
+) -> list[float | None]:
+    """``clip_lambda(s)`` for each CPU step tensor (``None`` where ``initializing``), computed once per
+    distinct step value and with one read of all the steps."""
     values = torch.stack(steps).tolist()
-    cache = {s: clip_lambda(s) for s in set(values)}
-    return [cache[s] for s in values]
+    wanted = {s for i, s in enumerate(values) if not (initializing and initializing[i])}
+    cache = {s: clip_lambda(s) for s in wanted}
+    return [cache.get(s) for s in values]
 
 
 def _single_tensor_adopt(
@@ -61,6 +65,9 @@ def _single_tensor_adopt(
     """
     blocked = not (capturable or differentiable)
     kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decouple=decouple)
+    bounds = None
+    if blocked and clip_lambda is not None and state_steps:
+        bounds = _clip_bounds(clip_lambda, state_steps, initializing)
     for i, param in enumerate(params):
         grad, exp_avg, exp_avg_sq, step_t = grads[i], exp_avgs[i], exp_avg_sqs[i], state_steps[i]
         if torch.is_complex(param):
@@ -68,7 +75,7 @@ def _single_tensor_adopt(
             exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
 
         if blocked and not initializing[i] and param.device.type == "cpu":
-            bound = None if clip_lambda is None else _clip_bound(clip_lambda, step_t, keep_tensor=False)
+            bound = None if bounds is None else bounds[i]
             adopt_cpu.tensor_update(
                 param, grad, exp_avg, exp_avg_sq, bound, maximize=maximize, scratch=scratch, **kw
             )
