@@ -451,27 +451,35 @@ def test_converges_on_least_squares(foreach: bool) -> None:
     assert loss().item() < first * 1e-4
 
 
+# With BLOCK 8, SMALL 4, MIN_PACK 2: 0 and 2 are chunked, 1 is updated alone, 3-5 are packed (4 is
+# strided, 3 lags), 6 is large and strided (one chunk in a temporary), 7 is a pack of one, so alone.
+BLOCK_SHAPES = [(5, 3), (7,), (2, 3, 4), (1,), (2, 2), (3,), (4, 4), (5,)]
+STRIDED = (4, 6)
+
+
 @pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_cpu_blocks_match_reference_formulas(case: str, foreach: bool, monkeypatch: Any) -> None:
-    """The CPU update in chunks (xlab.optim.adopt_cpu) with a block so small that tensors span several
-    chunks and blocks pack several tensors; a strided tensor; a tensor whose steps lag the others'."""
+    """The CPU update (xlab.optim.adopt_cpu) with blocks so small that every way a tensor can be
+    updated occurs: in chunks, alone, packed with others, strided, with steps lagging the others'."""
     from xlab.optim import adopt_cpu
 
-    monkeypatch.setattr(adopt_cpu, "BLOCK", 5)
-    monkeypatch.setattr(adopt_cpu, "SMALL", 4)  # pieces of <= 4 elements are packed together
+    monkeypatch.setattr(adopt_cpu, "BLOCK", 8)
+    monkeypatch.setattr(adopt_cpu, "SMALL", 4)
+    monkeypatch.setattr(adopt_cpu, "MIN_PACK", 2)
     kwargs = dict(lr=0.01, **CASES[case]) if "lr" not in CASES[case] else dict(CASES[case])
     rng = np.random.default_rng(1)
-    theta0 = [rng.normal(size=s) for s in SHAPES]
+    theta0 = [rng.normal(size=s) for s in BLOCK_SHAPES]
     params = [torch.nn.Parameter(torch.tensor(t)) for t in theta0]
-    params[4] = torch.nn.Parameter(torch.tensor(theta0[4].T.copy()).t())  # same values, transposed strides
-    assert not params[4].is_contiguous()
+    for i in STRIDED:  # same values, transposed strides
+        params[i] = torch.nn.Parameter(torch.tensor(theta0[i].T.copy()).t())
+        assert not params[i].is_contiguous()
     opt = ADOPT(params, foreach=foreach, **kwargs)
     received: list[list[np.ndarray]] = [[] for _ in params]
     for t in range(6):
         for i, p in enumerate(params):
             g = rng.normal(size=p.shape) * (30.0 if t == 3 else 1.0)
-            p.grad = None if (i == 2 and t < 2) else torch.tensor(g)
+            p.grad = None if (i in (2, 3) and t < 2) else torch.tensor(g)
             if p.grad is not None:
                 received[i].append(g)
         opt.step()
@@ -485,6 +493,13 @@ def test_cpu_blocks_match_reference_formulas(case: str, foreach: bool, monkeypat
         assert state["step"].item() == len(grads)
     buffers = [v for v in opt._cpu_scratch.values() if isinstance(v, torch.Tensor)]
     assert len(buffers) == 1  # one reused scratch buffer for the dtype, not temporaries per step
+    if foreach:
+        (plans,) = (v for k, v in opt._cpu_scratch.items() if k[0] == "plans")
+        kinds = {
+            tuple(len(x) for x in plan[:2]) + tuple(len(pack[0]) for pack in plan.packs)
+            for plan in plans.values()
+        }
+        assert (3, 2, 3) in kinds  # 3 large, 2 alone, one pack of 3: the case the comment above describes
 
 
 @pytest.mark.parametrize("kwargs", VARIANTS, ids=["clip", "no-clip", "l2", "decoupled", "maximize"])
@@ -494,8 +509,9 @@ def test_cpu_blocks_agree_with_whole_tensor_foreach(kwargs: dict[str, Any], monk
     from xlab.optim import adopt_cpu
 
     ref, _ = _random_problem("foreach", capturable=True, **kwargs)
-    monkeypatch.setattr(adopt_cpu, "BLOCK", 4)
-    monkeypatch.setattr(adopt_cpu, "SMALL", 3)
+    monkeypatch.setattr(adopt_cpu, "BLOCK", 8)  # SHAPES: 0, 2 and 4 in chunks, 1 and 3 packed
+    monkeypatch.setattr(adopt_cpu, "SMALL", 7)
+    monkeypatch.setattr(adopt_cpu, "MIN_PACK", 2)
     for mode in ("loop", "foreach"):
         out, _ = _random_problem(mode, **kwargs)
         for a, b in zip(ref, out, strict=True):

@@ -36,6 +36,9 @@ SMALL = 1 << 16
 """Tensors of at most this many elements are packed together into blocks of up to :data:`BLOCK`
 elements and updated with ``torch._foreach_*`` ops, one call per op and block."""
 
+MIN_PACK = 4
+"""Fewer small tensors than this in a block are updated one by one, like larger ones."""
+
 _MAX_PLANS = 16  # cached plans per device and dtype (a new set of updating tensors makes a new one)
 _MAX_VIEWS = 1024  # cached scratch views per device and dtype, one per tensor shape
 
@@ -175,7 +178,7 @@ def _make_plan(params: list[Tensor], effective_grad: bool, scratch: Scratch | No
         if k > BLOCK:
             large.append(i)
         elif k > SMALL:
-            alone.append(i)
+            alone.append(i)  # (the order of updates does not matter: each tensor's is independent)
         else:
             if pack and total + k > BLOCK:
                 packs.append(pack)
@@ -184,6 +187,10 @@ def _make_plan(params: list[Tensor], effective_grad: bool, scratch: Scratch | No
             total += k
     if pack:
         packs.append(pack)
+    # A foreach call costs several plain op calls (argument checks, scalars wrapped per call): a pack
+    # of a few tensors is cheaper op by op.
+    alone += [i for pack in packs if len(pack) < MIN_PACK for i in pack]
+    packs = [pack for pack in packs if len(pack) >= MIN_PACK]
     sizes = [p.numel() for p in params]
     size = max([sizes[i] for i in alone] + [sum(sizes[i] for i in pack) for pack in packs] + [1])
     slots = 3 if effective_grad else 2
