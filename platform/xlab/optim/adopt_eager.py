@@ -114,6 +114,8 @@ def _single_tensor_adopt(
 
 def _split(flags: list[bool], *lists: list[Tensor]) -> tuple[list[list[Tensor]], list[list[Tensor]]]:
     """Partition parallel lists into (flag true, flag false) parts."""
+    if not any(flags):  # the usual step: nothing initialising
+        return [[] for _ in lists], [list(lst) for lst in lists]
     yes = [[x for x, f in zip(lst, flags, strict=True) if f] for lst in lists]
     no = [[x for x, f in zip(lst, flags, strict=True) if not f] for lst in lists]
     return yes, no
@@ -140,12 +142,15 @@ def _prepare_grads(
     return grads
 
 
+_ONE = torch.tensor(1.0)  # read only: made once, creating a tensor per step costs more than the add
+
+
 def _increment_steps(steps: list[Tensor]) -> None:
     if not steps:
         return
     if steps[0].device.type == "cpu":
         # A CPU tensor as the scalar avoids a slow per-tensor Python-scalar wrap (as in torch.optim.Adam).
-        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+        torch._foreach_add_(steps, _ONE, alpha=1.0)
     else:
         torch._foreach_add_(steps, 1.0)
 
