@@ -5,9 +5,9 @@ For each model size and thread count, each ADOPT path is paired with the same pa
 on copies of the same parameters and shares one fixed random gradient per tensor (neither optimizer
 modifies it), so only ``optimizer.step()`` is timed. Steps alternate between the two (the order
 flips every step), so load from other processes on a shared machine hits both alike; a row reports
-the median over ``--steps`` steps of each after ``--warmup`` untimed steps (which absorb ADOPT's
-initialising first step and any compilation), the ratio of the medians and a verdict against
-``--goal``::
+the median over ``--steps`` steps of each (default: 1e8 / parameters, 15 to 101) after
+``--warmup`` untimed steps (which absorb ADOPT's initialising first step and any compilation), the
+ratio of the medians and a verdict against ``--goal``::
 
     python benchmarks/optim_step.py                                   # 1M, 10M, 100M x 1, 2 threads
     python benchmarks/optim_step.py --sizes 1e6,10e6 --threads 1 --steps 7   # quick look
@@ -128,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1e6,10e6,100e6", help="parameter counts (1e6,10e6,100e6)")
     parser.add_argument("--threads", default="1,2", help="torch CPU thread counts; 0: torch's default (1,2)")
     parser.add_argument("--paths", default="", help="subset of foreach,loop[,fused,compiled] (all)")
-    parser.add_argument("--steps", type=int, default=15, help="timed steps per optimizer (15)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="timed steps per optimizer (0: 1e8/params, at least 15, at most 101)",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first, >= 2 (2)")
     parser.add_argument("--width", type=int, default=1000, help="Linear layer width (1000)")
     parser.add_argument("--goal", type=float, default=1.05, help="ADOPT / Adam ratio to meet (1.05)")
@@ -143,22 +148,23 @@ def main(argv: list[str] | None = None) -> int:
         chosen = {k: v for k, v in chosen.items() if k in args.paths.split(",")}
 
     print(
-        f"torch {torch.__version__}, device {args.device}, median of {args.steps} alternating steps "
-        f"after {max(2, args.warmup)} warm-up steps, goal ADOPT/Adam <= {args.goal}, "
+        f"torch {torch.__version__}, device {args.device}, median of {args.steps or '15-101'} alternating "
+        f"steps after {max(2, args.warmup)} warm-up steps, goal ADOPT/Adam <= {args.goal}, "
         f"ADOPT CPU block {adopt_cpu.BLOCK} elements"
     )
-    header = f"{'params':>7} {'threads':>7} {'path':<8} {'Adam ms':>9} {'ADOPT ms':>9} {'ratio':>6}  verdict"
+    header = f"{'params':>7} {'threads':>7} {'path':<8} {'steps':>5} {'Adam ms':>9} {'ADOPT ms':>9} {'ratio':>6}  verdict"
     print(header, flush=True)
     rows, misses = 0, 0
     for size in _floats(args.sizes):
         values, grads = make_tensors(size, args.width, args.device)
         n = sum(v.numel() for v in values)
+        steps = args.steps or max(15, min(101, round(1e8 / n)))
         for threads in [int(t) for t in _floats(args.threads)]:
             if threads:
                 torch.set_num_threads(threads)
             for path, (make_base, make_cand) in chosen.items():
                 base, cand = build(make_base, values, grads), build(make_cand, values, grads)
-                t_base, t_cand = measure(base, cand, args.steps, max(2, args.warmup), args.device)
+                t_base, t_cand = measure(base, cand, steps, max(2, args.warmup), args.device)
                 del base, cand
                 gc.collect()
                 mb, mc = statistics.median(t_base), statistics.median(t_cand)
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows, misses = rows + 1, misses + (not ok)
                 verdict = f"{'meets' if ok else 'MISSES'} <= {args.goal}"
                 print(
-                    f"{n / 1e6:6.1f}M {torch.get_num_threads():>7} {path:<8} {mb * 1e3:9.2f} {mc * 1e3:9.2f} "
+                    f"{n / 1e6:6.1f}M {torch.get_num_threads():>7} {path:<8} {steps:>5} {mb * 1e3:9.2f} {mc * 1e3:9.2f} "
                     f"{mc / mb:6.2f}  {verdict}",
                     flush=True,
                 )
