@@ -35,6 +35,11 @@ Three implementations compute the same update (they differ only by float32 round
   ``torch.compile`` (Inductor/Triton), packed into few launches with Inductor's combo kernels. The
   first real update compiles (~10 s); it recompiles when the set of tensors with gradients changes.
 
+On CPU the loop and foreach paths run the same ops in place on a scratch buffer the optimizer keeps
+(:mod:`xlab.optim.adopt_cpu`): no temporaries per step, large tensors in cache-sized chunks, small
+tensors packed into ``torch._foreach_*`` calls. Modules: :mod:`xlab.optim.adopt_eager` (loop and
+foreach), :mod:`xlab.optim.adopt_cpu` (their CPU form), :mod:`xlab.optim.adopt_fused` (``fused``).
+
 Differences from the authors' reference implementation (``torch-adopt``):
 
 * The first-step rule is applied per tensor, also in the foreach path. The reference reads the step
