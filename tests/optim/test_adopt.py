@@ -96,13 +96,21 @@ def test_matches_reference_formulas(case: str, foreach: bool) -> None:
         p.grad = torch.tensor(g)
         opt.step()
 
+    _assert_matches_reference(opt, p, theta0, grads, kwargs)
+    state = opt.state[p]
+    assert state["step"].dtype == torch.float32 and state["step"].shape == ()
+
+
+def _assert_matches_reference(
+    opt: ADOPT, p: torch.Tensor, theta0: np.ndarray, grads: list[np.ndarray], kwargs: dict[str, Any]
+) -> None:
+    """``p`` and its state after ``grads`` equal the float64 formulas to 1e-12 relative."""
     theta, m, v = reference_adopt(theta0, grads, **_ref_kwargs(kwargs))
     state = opt.state[p]
     np.testing.assert_allclose(p.detach().numpy(), theta, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(state["exp_avg"].numpy(), m, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(state["exp_avg_sq"].numpy(), v, rtol=1e-12, atol=1e-14)
     assert state["step"].item() == len(grads)
-    assert state["step"].dtype == torch.float32 and state["step"].shape == ()
 
 
 def test_clip_is_active_in_reference_case() -> None:
@@ -485,12 +493,7 @@ def test_cpu_blocks_match_reference_formulas(case: str, foreach: bool, monkeypat
         opt.step()
 
     for p, t0, grads in zip(params, theta0, received, strict=True):
-        theta, m, v = reference_adopt(t0, grads, **_ref_kwargs(kwargs))
-        state = opt.state[p]
-        np.testing.assert_allclose(p.detach().numpy(), theta, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(state["exp_avg"].numpy(), m, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(state["exp_avg_sq"].numpy(), v, rtol=1e-12, atol=1e-14)
-        assert state["step"].item() == len(grads)
+        _assert_matches_reference(opt, p, t0, grads, kwargs)
     buffers = [v for v in opt._cpu_scratch.values() if isinstance(v, torch.Tensor)]
     assert len(buffers) == 1  # one reused scratch buffer for the dtype, not temporaries per step
     if foreach:

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["BLOCK", "SMALL", "foreach_update", "tensor_update"]
+__all__ = ["BLOCK", "MIN_PACK", "SMALL", "Hyper", "foreach_update", "tensor_update"]
 
 BLOCK = 1 << 20
 """Elements per chunk (4 MiB of float32 per stream). A chunk's working set (p, g, m, v and the
@@ -46,6 +46,23 @@ Scratch = dict[Any, Any]
 """Scratch buffers by (device, dtype) and the plans made on them; the optimizer keeps it across steps."""
 
 
+class Hyper(NamedTuple):
+    """A param group's hyperparameters for one step (``lr`` a float)."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decouple: bool
+    maximize: bool
+
+    @property
+    def effective_grad(self) -> bool:
+        """Whether the update needs ``-g`` or ``g + wd * p`` in place of ``p.grad``."""
+        return self.maximize or (self.weight_decay != 0 and not self.decouple)
+
+
 def _scratch(scratch: Scratch | None, like: Tensor, numel: int) -> Tensor:
     """A flat buffer of at least ``numel`` elements of ``like``'s device and dtype, reused if possible."""
     key = (like.device, like.dtype)
@@ -65,14 +82,7 @@ def tensor_update(
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     bound: float | None,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
+    hp: Hyper,
     scratch: Scratch | None = None,
 ) -> None:
     """One real update (not the initialising call) of one tensor, in place, chunk by chunk.
@@ -80,12 +90,11 @@ def tensor_update(
     ``grad`` is ``p.grad`` as it is (never modified): the sign flip and the L2 term are applied in
     the scratch. ``bound`` is the clip bound ``c`` for this update, ``None`` for no clipping.
     """
-    kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decouple=decouple)
-    width = 2 if _needs_effective_grad(weight_decay, decouple, maximize) else 1
+    width = 2 if hp.effective_grad else 1
     n = param.numel()
     if n <= BLOCK:
         normed, effective = _views(scratch, param, width)
-        _chunk_update(param, grad, exp_avg, exp_avg_sq, normed, effective, bound, maximize=maximize, **kw)
+        _chunk_update(param, grad, exp_avg, exp_avg_sq, normed, effective, bound, hp)
         return
     tensors = (param, grad, exp_avg, exp_avg_sq)
     if all(t.is_contiguous() for t in tensors):
@@ -99,7 +108,7 @@ def tensor_update(
         k = p.numel()
         normed = buf[:k].view(shape or (k,))
         effective = buf[n : n + k].view(shape or (k,)) if width == 2 else None
-        _chunk_update(p, g, m, v, normed, effective, bound, maximize=maximize, **kw)
+        _chunk_update(p, g, m, v, normed, effective, bound, hp)
 
 
 def _views(scratch: Scratch | None, p: Tensor, width: int) -> tuple[Tensor, Tensor | None]:
@@ -119,10 +128,6 @@ def _views(scratch: Scratch | None, p: Tensor, width: int) -> tuple[Tensor, Tens
     return views
 
 
-def _needs_effective_grad(weight_decay: float, decouple: bool, maximize: bool) -> bool:
-    return maximize or (weight_decay != 0 and not decouple)
-
-
 def _chunk_update(
     p: Tensor,
     g: Tensor,
@@ -131,33 +136,26 @@ def _chunk_update(
     normed: Tensor,
     effective: Tensor | None,
     bound: float | None,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
+    hp: Hyper,
 ) -> None:
     """The update of one chunk; ``normed`` and ``effective`` (the effective gradient, needed with
     ``maximize`` or an L2 term) are scratch of ``p``'s shape."""
     if effective is not None:
-        if maximize:
+        if hp.maximize:
             g = torch.neg(g, out=effective)
-            if weight_decay != 0 and not decouple:
-                g.add_(p, alpha=weight_decay)
+            if hp.weight_decay != 0 and not hp.decouple:
+                g.add_(p, alpha=hp.weight_decay)
         else:
-            g = torch.add(g, p, alpha=weight_decay, out=effective)
-    torch.sqrt(v, out=normed).clamp_min_(eps)
+            g = torch.add(g, p, alpha=hp.weight_decay, out=effective)
+    torch.sqrt(v, out=normed).clamp_min_(hp.eps)
     torch.div(g, normed, out=normed)  # n = g / max(sqrt(v), eps)
     if bound is not None:
         normed.clamp_(-bound, bound)
-    m.lerp_(normed, 1 - beta1)
-    if weight_decay != 0 and decouple:
-        p.mul_(1 - lr * weight_decay)
-    p.add_(m, alpha=-lr)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    m.lerp_(normed, 1 - hp.beta1)
+    if hp.weight_decay != 0 and hp.decouple:
+        p.mul_(1 - hp.lr * hp.weight_decay)
+    p.add_(m, alpha=-hp.lr)
+    v.mul_(hp.beta2).addcmul_(g, g, value=1 - hp.beta2)
 
 
 class _Plan(NamedTuple):
@@ -234,14 +232,7 @@ def foreach_update(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     bounds: list[float] | None,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
+    hp: Hyper,
     scratch: Scratch | None = None,
 ) -> None:
     """One real update of tensors of one device and dtype, with ``torch._foreach_*`` for small ones.
@@ -252,30 +243,18 @@ def foreach_update(
     up to :data:`BLOCK` elements, one ``torch._foreach_*`` call per op and block. ``bounds[i]`` is
     tensor ``i``'s clip bound (``None``: no clipping).
     """
-    kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decouple=decouple)
-    plan = _plan(params, _needs_effective_grad(weight_decay, decouple, maximize), scratch)
+    plan = _plan(params, hp.effective_grad, scratch)
     uniform = bounds is None or len(set(bounds)) == 1
     for i in plan.large:
         bound = None if bounds is None else bounds[i]
-        tensors = (params[i], grads[i], exp_avgs[i], exp_avg_sqs[i])
-        tensor_update(*tensors, bound, maximize=maximize, scratch=scratch, **kw)
+        tensor_update(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], bound, hp, scratch)
     for i, normed, effective in plan.alone:
         bound = None if bounds is None else bounds[i]
-        _chunk_update(
-            params[i],
-            grads[i],
-            exp_avgs[i],
-            exp_avg_sqs[i],
-            normed,
-            effective,
-            bound,
-            maximize=maximize,
-            **kw,
-        )
+        _chunk_update(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], normed, effective, bound, hp)
     for indices, denom, normed, effective in plan.packs:
         clip = None if bounds is None else bounds[0] if uniform else [bounds[i] for i in indices]
         block = ([lst[i] for i in indices] for lst in (params, grads, exp_avgs, exp_avg_sqs))
-        _foreach_block(*block, denom, normed, effective, clip=clip, maximize=maximize, **kw)
+        _foreach_block(*block, denom, normed, effective, clip, hp)
 
 
 def _foreach_block(
@@ -286,35 +265,28 @@ def _foreach_block(
     denom: list[Tensor],
     normed: list[Tensor],
     effective: list[Tensor] | None,
-    *,
     clip: float | list[float] | None,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
+    hp: Hyper,
 ) -> None:
     """The update of one block; ``denom``, ``normed`` and ``effective`` are scratch views."""
     if effective is not None:  # effective gradient: sign flip and L2 term, as the reference loop
         torch._foreach_copy_(effective, grads)
-        if maximize:
+        if hp.maximize:
             torch._foreach_neg_(effective)
-        if weight_decay != 0 and not decouple:
-            torch._foreach_add_(effective, params, alpha=weight_decay)
+        if hp.weight_decay != 0 and not hp.decouple:
+            torch._foreach_add_(effective, params, alpha=hp.weight_decay)
         grads = effective
     torch._foreach_copy_(denom, exp_avg_sqs)
     torch._foreach_sqrt_(denom)
-    torch._foreach_clamp_min_(denom, eps)
+    torch._foreach_clamp_min_(denom, hp.eps)
     torch._foreach_copy_(normed, grads)
     torch._foreach_div_(normed, denom)  # n = g / max(sqrt(v), eps)
     if clip is not None:
         torch._foreach_clamp_min_(normed, [-c for c in clip] if isinstance(clip, list) else -clip)
         torch._foreach_clamp_max_(normed, clip)
-    torch._foreach_lerp_(exp_avgs, normed, 1 - beta1)
-    if weight_decay != 0 and decouple:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
-    torch._foreach_add_(params, exp_avgs, alpha=-lr)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+    torch._foreach_lerp_(exp_avgs, normed, 1 - hp.beta1)
+    if hp.weight_decay != 0 and hp.decouple:
+        torch._foreach_mul_(params, 1 - hp.lr * hp.weight_decay)
+    torch._foreach_add_(params, exp_avgs, alpha=-hp.lr)
+    torch._foreach_mul_(exp_avg_sqs, hp.beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - hp.beta2)

@@ -64,7 +64,8 @@ def _single_tensor_adopt(
     in place in cache-sized chunks (:func:`xlab.optim.adopt_cpu.tensor_update`).
     """
     blocked = not (capturable or differentiable)
-    kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decouple=decouple)
+    # Off the capturable and differentiable paths ``lr`` is a float (ADOPT.step reads a tensor lr).
+    hp = adopt_cpu.Hyper(float(lr), beta1, beta2, eps, weight_decay, decouple, maximize) if blocked else None
     bounds = None
     if blocked and clip_lambda is not None and state_steps:
         bounds = _clip_bounds(clip_lambda, state_steps, initializing)
@@ -76,9 +77,7 @@ def _single_tensor_adopt(
 
         if blocked and not initializing[i] and param.device.type == "cpu":
             bound = None if bounds is None else bounds[i]
-            adopt_cpu.tensor_update(
-                param, grad, exp_avg, exp_avg_sq, bound, maximize=maximize, scratch=scratch, **kw
-            )
+            adopt_cpu.tensor_update(param, grad, exp_avg, exp_avg_sq, bound, hp, scratch)
             step_t += 1
             continue
 
@@ -202,10 +201,8 @@ def _multi_tensor_adopt(
         u_params, u_grads, u_exp_avg_sqs, u_exp_avgs, u_steps = upd
         if u_params and not capturable and u_params[0].device.type == "cpu":
             bounds = None if clip_lambda is None else _clip_bounds(clip_lambda, u_steps)
-            cpu_kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, scratch=scratch)
-            adopt_cpu.foreach_update(
-                u_params, u_grads, u_exp_avgs, u_exp_avg_sqs, bounds, **cpu_kw, **grad_kw
-            )
+            hp = adopt_cpu.Hyper(float(lr), beta1, beta2, eps, weight_decay, decouple, maximize)
+            adopt_cpu.foreach_update(u_params, u_grads, u_exp_avgs, u_exp_avg_sqs, bounds, hp, scratch)
         elif u_params:
             u_grads = _prepare_grads(u_params, u_grads, **grad_kw)
             if weight_decay != 0 and decouple:
