@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -150,9 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {torch.__version__}, device {args.device}, median of {args.steps or '15-101'} alternating "
         f"steps after {max(2, args.warmup)} warm-up steps, goal ADOPT/Adam <= {args.goal}, "
-        f"ADOPT CPU block {adopt_cpu.BLOCK} elements"
+        f"ADOPT CPU block {adopt_cpu.BLOCK} elements, {os.cpu_count()} CPUs"
     )
-    header = f"{'params':>7} {'threads':>7} {'path':<8} {'steps':>5} {'Adam ms':>9} {'ADOPT ms':>9} {'ratio':>6}  verdict"
+    # The last column is the 1-minute load average after the row: above the core count, other processes
+    # compete for the cores, and with 2 threads every op can wait for its second thread's turn.
+    header = (
+        f"{'params':>7} {'threads':>7} {'path':<8} {'steps':>5} {'Adam ms':>9} {'ADOPT ms':>9} {'ratio':>6}  "
+        f"{'verdict':<15} {'load':>5}"
+    )
     print(header, flush=True)
     rows, misses = 0, 0
     for size in _floats(args.sizes):
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = f"{'meets' if ok else 'MISSES'} <= {args.goal}"
                 print(
                     f"{n / 1e6:6.1f}M {torch.get_num_threads():>7} {path:<8} {steps:>5} {mb * 1e3:9.2f} {mc * 1e3:9.2f} "
-                    f"{mc / mb:6.2f}  {verdict}",
+                    f"{mc / mb:6.2f}  {verdict:<15} {os.getloadavg()[0]:5.1f}",
                     flush=True,
                 )
         del values, grads
