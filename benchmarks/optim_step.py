@@ -1,22 +1,28 @@
-"""Time one optimizer step of ADOPT against torch.optim.Adam on a ~10M-parameter model.
+"""Time one optimizer step of ADOPT against torch.optim.Adam, path by path, in one process.
 
-The model is a stack of square Linear layers; gradients are filled once with random values and
-reused, so only ``optimizer.step()`` is timed: median over ``--steps`` steps after ``--warmup``
-steps (which absorb ADOPT's initialising first step and any compilation). All variants run in the
-same process on copies of the same parameters, interleaved step by step::
+For each model size and thread count, each ADOPT path is paired with the same path of
+``torch.optim.Adam`` (foreach with foreach, loop with loop; fused with fused on CUDA). The pair runs
+on copies of the same parameters and shares one fixed random gradient per tensor (neither optimizer
+modifies it), so only ``optimizer.step()`` is timed. Steps alternate between the two (the order
+flips every step), so load from other processes on a shared machine hits both alike; a row reports
+the median over ``--steps`` steps of each (default: 1e8 / parameters, 15 to 101) after
+``--warmup`` untimed steps (which absorb ADOPT's initialising first step and any compilation), the
+ratio of the medians and a verdict against ``--goal``::
 
-    python benchmarks/optim_step.py                        # CPU, ~10M params, 30 steps
-    python benchmarks/optim_step.py --params 1e6 --steps 20 --no-compiled
-    python benchmarks/optim_step.py --device cuda          # adds the real fused (CUDA) path
+    python benchmarks/optim_step.py                                   # 1M, 10M, 100M x 1, 2 threads
+    python benchmarks/optim_step.py --sizes 1e6,10e6 --threads 1 --steps 7   # quick look
+    python benchmarks/optim_step.py --device cuda --threads 0          # adds the fused (CUDA) pair
 
-``adopt compiled`` is the ``fused=True`` code path (one ``torch.compile``-generated kernel per
-tensor). ADOPT only allows it on CUDA; on CPU the benchmark enables it by setting the group's flag
-after construction, to measure what Inductor's C++ backend makes of the same update.
+``--compiled`` adds, on CPU, ADOPT's ``fused=True`` code path (the ``torch.compile``d update, which
+ADOPT itself allows on CUDA only) against Adam foreach, to see what Inductor's C++ backend makes of it.
+The models are square Linear layers (weight ``width x width`` and bias), as many as fit the size.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import statistics
 import sys
 import time
@@ -26,25 +32,59 @@ from pathlib import Path
 import torch
 
 try:
-    from xlab.optim import ADOPT
+    from xlab.optim import ADOPT, adopt_cpu
 except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-    from xlab.optim import ADOPT
+    from xlab.optim import ADOPT, adopt_cpu
+
+Build = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-def make_model(n_params: float, width: int, device: str) -> torch.nn.Module:
-    """Square Linear layers (width x width + bias) until about ``n_params`` parameters."""
+def compiled_adopt(params: list[torch.nn.Parameter]) -> ADOPT:
+    """ADOPT on the fused (torch.compile) path, also on CPU where the constructor refuses it."""
+    opt = ADOPT(params, lr=1e-3, foreach=False)
+    for group in opt.param_groups:
+        group["foreach"], group["fused"] = False, True
+    return opt
+
+
+def pairs(device: str, compiled: bool) -> dict[str, tuple[Build, Build]]:
+    """Path name -> (Adam baseline, ADOPT candidate)."""
+    out: dict[str, tuple[Build, Build]] = {
+        "foreach": (
+            lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
+            lambda ps: ADOPT(ps, lr=1e-3, foreach=True),
+        ),
+        "loop": (
+            lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
+            lambda ps: ADOPT(ps, lr=1e-3, foreach=False),
+        ),
+    }
+    if device.startswith("cuda"):
+        out["fused"] = (
+            lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
+            lambda ps: ADOPT(ps, lr=1e-3, fused=True),
+        )
+    elif compiled:
+        out["compiled"] = (out["foreach"][0], compiled_adopt)
+    return out
+
+
+def make_tensors(n_params: float, width: int, device: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Values and gradients of ``width x width`` weights and ``width`` biases, about ``n_params`` in all."""
     layers = max(1, round(n_params / (width * width + width)))
-    return torch.nn.Sequential(*(torch.nn.Linear(width, width) for _ in range(layers))).to(device)
-
-
-def fresh_params(base: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """A copy of ``base``'s parameters, each with the same fixed random gradient."""
     gen = torch.Generator(device="cpu").manual_seed(0)
-    params = [torch.nn.Parameter(p.detach().clone()) for p in base.parameters()]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen).to(p.device)
-    return params
+    shapes = [s for _ in range(layers) for s in ((width, width), (width,))]
+    values = [(torch.rand(s, generator=gen) - 0.5).to(device) for s in shapes]
+    grads = [torch.randn(s, generator=gen).to(device) for s in shapes]
+    return values, grads
+
+
+def build(make: Build, values: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.optim.Optimizer:
+    params = [torch.nn.Parameter(v.clone()) for v in values]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g  # shared by the pair: optimizers read gradients, never write them
+    return make(params)
 
 
 def _sync(device: str) -> None:
@@ -60,82 +100,91 @@ def timed_step(opt: torch.optim.Optimizer, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def compiled_adopt(params, **kwargs) -> ADOPT:
-    """ADOPT on the fused (torch.compile) path, also on CPU where the constructor refuses it."""
-    opt = ADOPT(params, foreach=False, **kwargs)
-    for group in opt.param_groups:
-        group["foreach"], group["fused"] = False, True
-    return opt
+def measure(
+    base: torch.optim.Optimizer, cand: torch.optim.Optimizer, steps: int, warmup: int, device: str
+) -> tuple[list[float], list[float]]:
+    """Per-step times of baseline and candidate, alternating (the first of each step flips)."""
+    for _ in range(warmup):
+        base.step()
+        cand.step()
+    _sync(device)
+    t_base: list[float] = []
+    t_cand: list[float] = []
+    for i in range(steps):
+        if i % 2 == 0:
+            t_base.append(timed_step(base, device))
+            t_cand.append(timed_step(cand, device))
+        else:
+            t_cand.append(timed_step(cand, device))
+            t_base.append(timed_step(base, device))
+    return t_base, t_cand
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=float, default=10e6, help="approximate parameter count (10e6)")
+    parser.add_argument("--sizes", default="1e6,10e6,100e6", help="parameter counts (1e6,10e6,100e6)")
+    parser.add_argument("--threads", default="1,2", help="torch CPU thread counts; 0: torch's default (1,2)")
+    parser.add_argument("--paths", default="", help="subset of foreach,loop[,fused,compiled] (all)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="timed steps per optimizer (0: 1e8/params, at least 15, at most 101)",
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first, >= 2 (2)")
     parser.add_argument("--width", type=int, default=1000, help="Linear layer width (1000)")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant (30)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
+    parser.add_argument("--goal", type=float, default=1.05, help="ADOPT / Adam ratio to meet (1.05)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
-    parser.add_argument("--no-compiled", action="store_true", help="skip the torch.compile'd ADOPT")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--compiled", action="store_true", help="add the torch.compile'd ADOPT on CPU")
+    parser.add_argument("--block", type=int, default=0, help="override adopt_cpu.BLOCK (tuning)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    base = make_model(args.params, args.width, args.device)
-    n = sum(p.numel() for p in base.parameters())
-    n_tensors = len(list(base.parameters()))
-    is_cuda = args.device.startswith("cuda")
-
-    variants: dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]] = {
-        "torch Adam foreach": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
-        "torch Adam loop": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
-        "adopt foreach": lambda ps: ADOPT(ps, lr=1e-3, foreach=True),
-        "adopt loop": lambda ps: ADOPT(ps, lr=1e-3, foreach=False),
-    }
-    if is_cuda:
-        variants["torch Adam fused"] = lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True)
-        variants["adopt fused"] = lambda ps: ADOPT(ps, lr=1e-3, fused=True)
-    elif not args.no_compiled:
-        variants["adopt compiled"] = lambda ps: compiled_adopt(ps, lr=1e-3)
+    if args.block:
+        adopt_cpu.BLOCK = args.block
+    chosen = pairs(args.device, args.compiled)
+    if args.paths:
+        chosen = {k: v for k, v in chosen.items() if k in args.paths.split(",")}
 
     print(
-        f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-        f"{n / 1e6:.2f}M parameters in {n_tensors} tensors, median of {args.steps} steps "
-        f"after {args.warmup} warm-up steps"
+        f"torch {torch.__version__}, device {args.device}, median of {args.steps or '15-101'} alternating "
+        f"steps after {max(2, args.warmup)} warm-up steps, goal ADOPT/Adam <= {args.goal}, "
+        f"ADOPT CPU block {adopt_cpu.BLOCK} elements, {os.cpu_count()} CPUs"
     )
-    # Build everything first and warm up (ADOPT's initialising step, compilation, allocator caches).
-    optimizers: dict[str, torch.optim.Optimizer] = {}
-    for name, build in variants.items():
-        t0 = time.perf_counter()
-        optimizers[name] = opt = build(fresh_params(base))
-        for _ in range(args.warmup):
-            opt.step()
-        _sync(args.device)
-        print(f"  built and warmed up {name:<20} in {time.perf_counter() - t0:5.1f} s", flush=True)
-
-    # Interleave the variants step by step: on a shared machine, load from other processes then
-    # hits every variant alike instead of whichever happened to run at the time.
-    times: dict[str, list[float]] = {name: [] for name in optimizers}
-    names = list(optimizers)
-    for i in range(args.steps):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            times[name].append(timed_step(optimizers[name], args.device))
-    results = {name: statistics.median(t) for name, t in times.items()}
-
-    # ADOPT and Adam both read p, g, m, v and write p, m, v: 7 tensors of n elements per step.
-    bytes_per_step = 7 * n * base[0].weight.element_size()
-    ref = results["torch Adam foreach"]
-    print(f"\n{'variant':<20} {'median ms':>9} {'min ms':>7} {'GB/s':>6} {'/Adam foreach':>14}")
-    for name, t in results.items():
-        fastest = min(times[name])
-        print(
-            f"{name:<20} {t * 1e3:9.2f} {fastest * 1e3:7.2f} {bytes_per_step / t / 1e9:6.1f} {t / ref:14.2f}"
-        )
-    print(f"\nADOPT foreach / Adam foreach = {results['adopt foreach'] / ref:.2f} (medians)")
-    if "adopt fused" in results:
-        print(
-            f"ADOPT fused / Adam fused = {results['adopt fused'] / results['torch Adam fused']:.2f} (medians)"
-        )
+    # The last column is the 1-minute load average after the row: above the core count, other processes
+    # compete for the cores, and with 2 threads every op can wait for its second thread's turn.
+    header = (
+        f"{'params':>7} {'threads':>7} {'path':<8} {'steps':>5} {'Adam ms':>9} {'ADOPT ms':>9} {'ratio':>6}  "
+        f"{'verdict':<15} {'load':>5}"
+    )
+    print(header, flush=True)
+    rows, misses = 0, 0
+    for size in _floats(args.sizes):
+        values, grads = make_tensors(size, args.width, args.device)
+        n = sum(v.numel() for v in values)
+        steps = args.steps or max(15, min(101, round(1e8 / n)))
+        for threads in [int(t) for t in _floats(args.threads)]:
+            if threads:
+                torch.set_num_threads(threads)
+            for path, (make_base, make_cand) in chosen.items():
+                base, cand = build(make_base, values, grads), build(make_cand, values, grads)
+                t_base, t_cand = measure(base, cand, steps, max(2, args.warmup), args.device)
+                del base, cand
+                gc.collect()
+                mb, mc = statistics.median(t_base), statistics.median(t_cand)
+                ok = mc / mb <= args.goal
+                rows, misses = rows + 1, misses + (not ok)
+                verdict = f"{'meets' if ok else 'MISSES'} <= {args.goal}"
+                print(
+                    f"{n / 1e6:6.1f}M {torch.get_num_threads():>7} {path:<8} {steps:>5} {mb * 1e3:9.2f} {mc * 1e3:9.2f} "
+                    f"{mc / mb:6.2f}  {verdict:<15} {os.getloadavg()[0]:5.1f}",
+                    flush=True,
+                )
+        del values, grads
+        gc.collect()
+    print(f"{rows - misses} of {rows} rows meet the goal")  # exit status 0 either way, for `make bench`
 
 
 if __name__ == "__main__":

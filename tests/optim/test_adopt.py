@@ -96,13 +96,21 @@ def test_matches_reference_formulas(case: str, foreach: bool) -> None:
         p.grad = torch.tensor(g)
         opt.step()
 
+    _assert_matches_reference(opt, p, theta0, grads, kwargs)
+    state = opt.state[p]
+    assert state["step"].dtype == torch.float32 and state["step"].shape == ()
+
+
+def _assert_matches_reference(
+    opt: ADOPT, p: torch.Tensor, theta0: np.ndarray, grads: list[np.ndarray], kwargs: dict[str, Any]
+) -> None:
+    """``p`` and its state after ``grads`` equal the float64 formulas to 1e-12 relative."""
     theta, m, v = reference_adopt(theta0, grads, **_ref_kwargs(kwargs))
     state = opt.state[p]
     np.testing.assert_allclose(p.detach().numpy(), theta, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(state["exp_avg"].numpy(), m, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(state["exp_avg_sq"].numpy(), v, rtol=1e-12, atol=1e-14)
     assert state["step"].item() == len(grads)
-    assert state["step"].dtype == torch.float32 and state["step"].shape == ()
 
 
 def test_clip_is_active_in_reference_case() -> None:
@@ -449,3 +457,65 @@ def test_converges_on_least_squares(foreach: bool) -> None:
         loss().backward()
         opt.step()
     assert loss().item() < first * 1e-4
+
+
+# With BLOCK 8, SMALL 4, MIN_PACK 2: 0 and 2 are chunked, 1 is updated alone, 3-5 are packed (4 is
+# strided, 3 lags), 6 is large and strided (one chunk in a temporary), 7 is a pack of one, so alone.
+BLOCK_SHAPES = [(5, 3), (7,), (2, 3, 4), (1,), (2, 2), (3,), (4, 4), (5,)]
+STRIDED = (4, 6)
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_cpu_blocks_match_reference_formulas(case: str, foreach: bool, monkeypatch: Any) -> None:
+    """The CPU update (xlab.optim.adopt_cpu) with blocks so small that every way a tensor can be
+    updated occurs: in chunks, alone, packed with others, strided, with steps lagging the others'."""
+    from xlab.optim import adopt_cpu
+
+    monkeypatch.setattr(adopt_cpu, "BLOCK", 8)
+    monkeypatch.setattr(adopt_cpu, "SMALL", 4)
+    monkeypatch.setattr(adopt_cpu, "MIN_PACK", 2)
+    kwargs = dict(lr=0.01, **CASES[case]) if "lr" not in CASES[case] else dict(CASES[case])
+    rng = np.random.default_rng(1)
+    theta0 = [rng.normal(size=s) for s in BLOCK_SHAPES]
+    params = [torch.nn.Parameter(torch.tensor(t)) for t in theta0]
+    for i in STRIDED:  # same values, transposed strides
+        params[i] = torch.nn.Parameter(torch.tensor(theta0[i].T.copy()).t())
+        assert not params[i].is_contiguous()
+    opt = ADOPT(params, foreach=foreach, **kwargs)
+    received: list[list[np.ndarray]] = [[] for _ in params]
+    for t in range(6):
+        for i, p in enumerate(params):
+            g = rng.normal(size=p.shape) * (30.0 if t == 3 else 1.0)
+            p.grad = None if (i in (2, 3) and t < 2) else torch.tensor(g)
+            if p.grad is not None:
+                received[i].append(g)
+        opt.step()
+
+    for p, t0, grads in zip(params, theta0, received, strict=True):
+        _assert_matches_reference(opt, p, t0, grads, kwargs)
+    buffers = [v for v in opt._cpu_scratch.values() if isinstance(v, torch.Tensor)]
+    assert len(buffers) == 1  # one reused scratch buffer for the dtype, not temporaries per step
+    if foreach:
+        (plans,) = (v for k, v in opt._cpu_scratch.items() if k[0] == "plans")
+        kinds = {
+            tuple(len(x) for x in plan[:2]) + tuple(len(pack[0]) for pack in plan.packs)
+            for plan in plans.values()
+        }
+        assert (3, 2, 3) in kinds  # 3 large, 2 alone, one pack of 3: the case the comment above describes
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS, ids=["clip", "no-clip", "l2", "decoupled", "maximize"])
+def test_cpu_blocks_agree_with_whole_tensor_foreach(kwargs: dict[str, Any], monkeypatch: Any) -> None:
+    """Chunked CPU paths against the whole-tensor foreach path (what runs off the CPU, here taken
+    with capturable=True), float32, tensors split across blocks."""
+    from xlab.optim import adopt_cpu
+
+    ref, _ = _random_problem("foreach", capturable=True, **kwargs)
+    monkeypatch.setattr(adopt_cpu, "BLOCK", 8)  # SHAPES: 0, 2 and 4 in chunks, 1 and 3 packed
+    monkeypatch.setattr(adopt_cpu, "SMALL", 7)
+    monkeypatch.setattr(adopt_cpu, "MIN_PACK", 2)
+    for mode in ("loop", "foreach"):
+        out, _ = _random_problem(mode, **kwargs)
+        for a, b in zip(ref, out, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -35,6 +35,11 @@ Three implementations compute the same update (they differ only by float32 round
   ``torch.compile`` (Inductor/Triton), packed into few launches with Inductor's combo kernels. The
   first real update compiles (~10 s); it recompiles when the set of tensors with gradients changes.
 
+On CPU the loop and foreach paths run the same ops in place on a scratch buffer the optimizer keeps
+(:mod:`xlab.optim.adopt_cpu`): no temporaries per step, large tensors in cache-sized chunks, small
+tensors packed into ``torch._foreach_*`` calls. Modules: :mod:`xlab.optim.adopt_eager` (loop and
+foreach), :mod:`xlab.optim.adopt_cpu` (their CPU form), :mod:`xlab.optim.adopt_fused` (``fused``).
+
 Differences from the authors' reference implementation (``torch-adopt``):
 
 * The first-step rule is applied per tensor, also in the foreach path. The reference reads the step
@@ -50,8 +55,6 @@ Complex parameters are optimised as pairs of real numbers (``torch.view_as_real`
 
 from __future__ import annotations
 
-import functools
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -59,11 +62,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["ADOPT", "default_clip_lambda"]
+from xlab.optim.adopt_eager import ClipLambda, _multi_tensor_adopt, _single_tensor_adopt
+from xlab.optim.adopt_fused import _fused_adopt
 
-ClipLambda = Callable[[Any], Any]
-"""Maps the update count ``s`` (1 at the first real update; a float, or a 0-dim tensor when
-``capturable``/``fused``) to the clip bound ``c``."""
+__all__ = ["ADOPT", "default_clip_lambda"]
 
 
 def default_clip_lambda(step: Any) -> Any:
@@ -301,6 +303,9 @@ class ADOPT(Optimizer):
                 maximize=group["maximize"],
             )
             tensors = (params, grads, exp_avgs, exp_avg_sqs, state_steps, initializing)
+            # Scratch for the CPU update (a few MiB per dtype, see xlab.optim.adopt_cpu), shared by the
+            # groups and kept across steps; not state, so neither pickled nor in state_dict().
+            scratch = self.__dict__.setdefault("_cpu_scratch", {})
             if fused:
                 # Per-group device buffers for lr, reused across steps (see _fused_adopt).
                 lr_buffers = self.__dict__.setdefault("_fused_lr_buffers", {}).setdefault(index, {})
@@ -308,334 +313,16 @@ class ADOPT(Optimizer):
             elif foreach:
                 if differentiable:
                     raise ValueError("foreach=True does not support differentiable=True")
-                _multi_tensor_adopt(*tensors, capturable=group["capturable"], **kwargs)
+                _multi_tensor_adopt(*tensors, capturable=group["capturable"], scratch=scratch, **kwargs)
             else:
                 # ``differentiable``: let autograd record the update (torch.no_grad is undone here).
                 with torch.set_grad_enabled(differentiable):
                     _single_tensor_adopt(
-                        *tensors, capturable=group["capturable"], differentiable=differentiable, **kwargs
+                        *tensors,
+                        capturable=group["capturable"],
+                        differentiable=differentiable,
+                        scratch=scratch,
+                        **kwargs,
                     )
 
         return loss
-
-
-def _clip_bound(clip_lambda: ClipLambda, step: Tensor, keep_tensor: bool) -> Any:
-    # Off the capture path the bound is computed in Python double precision from the CPU step, the
-    # same number in the loop and foreach paths; with capturable the step never leaves the device.
-    return clip_lambda(step) if keep_tensor else clip_lambda(step.item())
-
-
-def _single_tensor_adopt(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    initializing: list[bool],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    clip_lambda: ClipLambda | None,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
-    capturable: bool,
-    differentiable: bool = False,
-) -> None:
-    """Reference implementation: one tensor at a time."""
-    for i, param in enumerate(params):
-        grad = -grads[i] if maximize else grads[i]
-        exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
-        if torch.is_complex(param):
-            param, grad = torch.view_as_real(param), torch.view_as_real(grad)
-            exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
-
-        if weight_decay != 0 and not decouple:
-            grad = grad.add(param, alpha=weight_decay)
-
-        if initializing[i]:
-            # v is still zero, so this sets v = g*g: the first gradient only seeds the second moment.
-            exp_avg_sq.addcmul_(grad, grad)
-            step_t += 1
-            continue
-
-        if weight_decay != 0 and decouple:
-            param.mul_(1 - lr * weight_decay)
-
-        # v is from the *previous* steps: the current gradient is not in its own denominator.
-        normed = grad / exp_avg_sq.sqrt().clamp_(min=eps)
-        if clip_lambda is not None:
-            bound = _clip_bound(clip_lambda, step_t, keep_tensor=capturable)
-            normed = torch.clamp(normed, -bound, bound)
-        exp_avg.lerp_(normed, 1 - beta1)
-        if isinstance(lr, Tensor):
-            # Under autograd, ``exp_avg * lr`` saves exp_avg for d/dlr; the next step's lerp_ would
-            # then modify a saved tensor, so give autograd a copy.
-            param.sub_((exp_avg.clone() if differentiable else exp_avg) * lr)
-        else:
-            param.add_(exp_avg, alpha=-lr)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_t += 1
-
-
-def _split(flags: list[bool], *lists: list[Tensor]) -> tuple[list[list[Tensor]], list[list[Tensor]]]:
-    """Partition parallel lists into (flag true, flag false) parts."""
-    yes = [[x for x, f in zip(lst, flags, strict=True) if f] for lst in lists]
-    no = [[x for x, f in zip(lst, flags, strict=True) if not f] for lst in lists]
-    return yes, no
-
-
-def _view_complex_as_real(*lists: list[Tensor]) -> None:
-    params = lists[0]
-    for i, p in enumerate(params):
-        if torch.is_complex(p):
-            for lst in lists:
-                lst[i] = torch.view_as_real(lst[i])
-
-
-def _prepare_grads(
-    params: list[Tensor], grads: list[Tensor], *, weight_decay: float, decouple: bool, maximize: bool
-) -> list[Tensor]:
-    """Effective gradients (sign flip, L2 term) as new tensors; ``p.grad`` is never modified."""
-    if maximize:
-        grads = torch._foreach_neg(grads)
-        if weight_decay != 0 and not decouple:
-            torch._foreach_add_(grads, params, alpha=weight_decay)
-    elif weight_decay != 0 and not decouple:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    return grads
-
-
-def _increment_steps(steps: list[Tensor]) -> None:
-    if not steps:
-        return
-    if steps[0].device.type == "cpu":
-        # A CPU tensor as the scalar avoids a slow per-tensor Python-scalar wrap (as in torch.optim.Adam).
-        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-    else:
-        torch._foreach_add_(steps, 1.0)
-
-
-def _multi_tensor_adopt(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    initializing: list[bool],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    clip_lambda: ClipLambda | None,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
-    capturable: bool,
-) -> None:
-    """``torch._foreach_*`` implementation over tensors grouped by device and dtype."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
-        with_indices=True,
-    )
-    for (d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps), indices in grouped.values():
-        d_params, d_grads = list(d_params), list(d_grads)
-        d_exp_avgs, d_exp_avg_sqs, d_steps = list(d_exp_avgs), list(d_exp_avg_sqs), list(d_steps)
-        _view_complex_as_real(d_params, d_grads, d_exp_avgs, d_exp_avg_sqs)
-        d_grads = _prepare_grads(
-            d_params, d_grads, weight_decay=weight_decay, decouple=decouple, maximize=maximize
-        )
-
-        # The first-step rule is per tensor: a tensor seeing its first gradient only seeds v, even
-        # when the rest of the group is mid-training (the reference implementation gets this wrong).
-        init, upd = _split(
-            [initializing[i] for i in indices], d_params, d_grads, d_exp_avg_sqs, d_exp_avgs, d_steps
-        )
-        _, i_grads, i_exp_avg_sqs, _, _ = init
-        if i_grads:
-            torch._foreach_addcmul_(i_exp_avg_sqs, i_grads, i_grads)  # v is zero: v = g*g
-
-        u_params, u_grads, u_exp_avg_sqs, u_exp_avgs, u_steps = upd
-        if u_params:
-            if weight_decay != 0 and decouple:
-                torch._foreach_mul_(u_params, 1 - lr * weight_decay)
-
-            denom = torch._foreach_sqrt(u_exp_avg_sqs)
-            torch._foreach_clamp_min_(denom, eps)
-            normed = torch._foreach_div(u_grads, denom)  # n = g / max(sqrt(v), eps)
-            del denom
-
-            if clip_lambda is not None:
-                bounds = [_clip_bound(clip_lambda, s, capturable) for s in u_steps]
-                if capturable:  # device-tensor bounds: no foreach overload takes a list of them
-                    for n, c in zip(normed, bounds, strict=True):
-                        n.clamp_(-c, c)
-                else:
-                    torch._foreach_clamp_min_(normed, [-c for c in bounds])
-                    torch._foreach_clamp_max_(normed, bounds)
-
-            torch._foreach_lerp_(u_exp_avgs, normed, 1 - beta1)
-            del normed
-            if isinstance(lr, Tensor):
-                torch._foreach_sub_(u_params, torch._foreach_mul(u_exp_avgs, lr))
-            else:
-                torch._foreach_add_(u_params, u_exp_avgs, alpha=-lr)
-            torch._foreach_mul_(u_exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(u_exp_avg_sqs, u_grads, u_grads, value=1 - beta2)
-
-        _increment_steps(d_steps)
-
-
-def _fused_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    steps: list[Tensor],
-    lr: Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    clip_lambda: ClipLambda | None,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
-) -> None:
-    """One update (not the initialising call) written per tensor, for ``torch.compile`` to fuse.
-
-    Inductor turns each tensor's chain into a single kernel that reads p, g, m, v once and writes
-    p, m, v once. ``lr`` and the steps are device tensors so that changing them (schedulers, the
-    clip bound growing with s) does not trigger recompilation. ``steps`` are read, not incremented.
-    """
-    for p, g, m, v, s in zip(params, grads, exp_avgs, exp_avg_sqs, steps, strict=True):
-        if maximize:
-            g = -g
-        if weight_decay != 0 and not decouple:
-            g = g + weight_decay * p
-        if weight_decay != 0 and decouple:
-            p.mul_(1 - lr * weight_decay)
-        n = g / torch.clamp(v.sqrt(), min=eps)
-        if clip_lambda is not None:
-            c = clip_lambda(s)
-            n = torch.clamp(n, -c, c)
-        m.lerp_(n, 1 - beta1)
-        p.sub_(m * lr)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    # The steps are incremented by the caller with one foreach kernel: a 0-dim tensor cannot join
-    # the elementwise kernel above, and one extra launch per tensor costs more than the update.
-
-
-# Dynamo specialises on the lists' lengths and shapes and on the flags, so every distinct set of
-# updating tensors (e.g. before and after a late tensor's first gradient) and every param group with
-# different shapes is one compiled entry. Torch's default limit of 8 entries per function would
-# silently send larger models back to eager code; this limit applies to this function only.
-_RECOMPILE_LIMIT = 64
-# Combo kernels pack the per-tensor kernels into a few launches. Measured on an H200 (torch 2.11):
-# 20 tensors / 10M params 1.11 -> 0.46 ms per step, 25 tensors / 100M params 1.47 -> 1.39 ms; the
-# step is launch-bound without them. Inductor calls the option experimental, hence the fallback below.
-_INDUCTOR_OPTIONS: dict[str, Any] = {"combo_kernels": True}
-
-
-@functools.cache
-def _compiled_fused_update() -> Callable[..., None]:
-    # Compiled lazily: importing this module must not pay for torch._dynamo.
-    import torch._dynamo.config as dynamo_config
-    from torch._dynamo.exc import BackendCompilerFailed
-
-    key = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
-    compiled = [torch.compile(_fused_update, dynamic=False, options=dict(_INDUCTOR_OPTIONS) or None)]
-
-    @functools.wraps(_fused_update)
-    def call(*args: Any) -> None:
-        with dynamo_config.patch({key: max(_RECOMPILE_LIMIT, getattr(dynamo_config, key))}):
-            try:
-                compiled[0](*args)
-            except BackendCompilerFailed as exc:
-                if not _INDUCTOR_OPTIONS:
-                    raise
-                # Compilation fails before any kernel runs, so nothing was updated yet: retry once
-                # with Inductor's defaults and keep using them.
-                warnings.warn(
-                    f"ADOPT(fused=True): compiling with {_INDUCTOR_OPTIONS} failed ({exc}); "
-                    "falling back to Inductor's default options",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                compiled[0] = torch.compile(_fused_update, dynamic=False)
-                compiled[0](*args)
-
-    return call
-
-
-def _fused_adopt(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    initializing: list[bool],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    clip_lambda: ClipLambda | None,
-    weight_decay: float,
-    decouple: bool,
-    maximize: bool,
-    lr_buffers: dict[torch.device, Tensor] | None = None,
-) -> None:
-    """Fused implementation: compiled per-tensor kernels; the rare initialising call runs eagerly.
-
-    ``lr_buffers`` holds one 0-dim float32 tensor per device that is refilled with ``lr`` each step.
-    """
-    if lr_buffers is None:
-        lr_buffers = {}
-    grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
-        with_indices=True,
-    )
-    for (device, _), (tensors, indices) in grouped.items():
-        d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps = (list(t) for t in tensors)
-        _view_complex_as_real(d_params, d_grads, d_exp_avgs, d_exp_avg_sqs)
-        init, upd = _split(
-            [initializing[i] for i in indices], d_params, d_grads, d_exp_avg_sqs, d_exp_avgs, d_steps
-        )
-        i_params, i_grads, i_exp_avg_sqs, _, i_steps = init
-        if i_params:
-            i_grads = _prepare_grads(
-                i_params, i_grads, weight_decay=weight_decay, decouple=decouple, maximize=maximize
-            )
-            torch._foreach_addcmul_(i_exp_avg_sqs, i_grads, i_grads)  # v is zero: v = g*g
-            _increment_steps(i_steps)
-
-        u_params, u_grads, u_exp_avg_sqs, u_exp_avgs, u_steps = upd
-        if u_params:
-            if isinstance(lr, Tensor) and lr.device == device:
-                lr_t = lr
-            else:
-                # ``fill_`` launches a kernel with the value as an argument; ``torch.tensor(lr,
-                # device=...)`` would copy from pageable host memory and synchronise the stream.
-                if device not in lr_buffers:
-                    lr_buffers[device] = torch.empty((), dtype=torch.float32, device=device)
-                lr_t = lr_buffers[device]
-                lr_t.fill_(lr)
-            _compiled_fused_update()(
-                u_params,
-                u_grads,
-                u_exp_avgs,
-                u_exp_avg_sqs,
-                u_steps,
-                lr_t,
-                beta1,
-                beta2,
-                eps,
-                clip_lambda,
-                weight_decay,
-                decouple,
-                maximize,
-            )
-            _increment_steps(u_steps)
