@@ -58,11 +58,10 @@ class Config(JobConfig):
 
 PRESETS = {
     "smoke": Config(collect=CollectConfig(episodes_per_task=2, image_size=64)),
-    # `make demo`: the four tasks it evaluates (robots.DEMO_TASKS), at least 20 demonstrations and 1,500
-    # steps of each (a Fetch reach is ~5 steps: ~300 of them), at the demo policy's 64 px. ~2 min on 2 cores.
+    # `make demo`: the four tasks it evaluates (robots.DEMO_TASKS), at least 20 demonstrations and 2,000
+    # steps of each (a Fetch reach is ~5 steps: ~400 of them), at the demo policy's 64 px.
     "demo": Config(collect=CollectConfig(
-        tasks=DEMO_TASKS,
-        episodes_per_task=20, min_steps_per_task=1500, image_size=64)),
+        tasks=DEMO_TASKS, episodes_per_task=20, min_steps_per_task=2000, image_size=64)),
     "paper": Config(collect=CollectConfig(episodes_per_task=100, image_size=128, max_episodes_per_shard=50)),
 }
 KEY_METRICS = ["episodes", "success_rate", "steps"]

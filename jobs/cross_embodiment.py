@@ -11,7 +11,7 @@ the rendering processes) and its success rates go to the trial's nested MLflow r
 itself (``runs:/<trial run>/policy``, so ``eval_policy`` can re-evaluate it). The parent run gets
 the side-by-side table and the comparison plot (success per embodiment vs mixture weight).
 
-    xlab run collect_demos --preset smoke              # first: data/rlds/xlab_{sawyer,fetch}/0.1.0
+    xlab run collect_demos --preset demo               # first: data/rlds/xlab_{sawyer,fetch}/0.1.0
     xlab run cross_embodiment --preset smoke           # w in {1, 0.5, 0} x 3 seeds, the demo recipe
     xlab run cross_embodiment --preset paper           # 5 weights x 3 seeds, rt1x-small, GPU workers
     xlab run cross_embodiment --experiment.weights 1 0.75 0.5 0.25 0 --experiment.episodes 20
@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from robots.tasks import DEMO_TASKS
 from xlab.config import JobConfig, check
 from xlab.optim import OptimConfig
 from xlab.policies.training import DataConfig, PolicyConfig, PolicyTrainConfig
@@ -36,10 +37,8 @@ class ExperimentConfig:
     """The weight of the current trial (set by the sweep from ``weights``)."""
     seeds: tuple[int, ...] = (0,)
     """Training seeds per weight (each weight x seed is one trial)."""
-    eval_tasks: tuple[str, ...] = (
-        "xlab/sawyer-drawer-close-v0", "xlab/sawyer-reach-v0", "xlab/fetch-reach-v0", "xlab/fetch-push-v0",
-    )
-    """Env ids the policies are evaluated on (tasks of both embodiments)."""
+    eval_tasks: tuple[str, ...] = DEMO_TASKS
+    """Env ids the policies are evaluated on (tasks of both embodiments; the demo's: its data has them)."""
     episodes: int = 10
     """Episodes per evaluation task."""
     eval_seed: int = 123

@@ -61,6 +61,8 @@ PRESETS = {
     # ablation): rt1x-demo (64 px, 2 frames, 4-step action chunks), random-shift augmentation, AdamW with
     # warm-up and cosine decay; success in simulation every 1,000 steps, the best registered as @best-sim.
     "demo": Config(
+        # Three Sawyer tasks and one Fetch task, each with ~2,000 steps of demonstrations: equal steps per task.
+        data=DataConfig(weights=(3.0, 1.0)),
         policy=PolicyConfig(preset="rt1x-demo"),
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
         train=TrainConfig(steps=3000, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,
