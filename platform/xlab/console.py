@@ -28,8 +28,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-# Ray's prefix on forwarded worker lines: "(RayTrainWorker pid=123, ip=1.2.3.4) " (ANSI colours around it).
-_RAY_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)*\((?:[^()]|\([^()]*\))*?pid=\d+[^)]*\)(?:\x1b\[[0-9;]*m)*\s?")
+# Terminal control sequences (colours, cursor moves of progress bars redrawn in place).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Ray's prefix on forwarded worker lines: "(RayTrainWorker pid=123, ip=1.2.3.4) ".
+_RAY_PREFIX = re.compile(r"^\((?:[^()]|\([^()]*\))*?pid=\d+[^)]*\)\s?")
 _OWN_LINE = re.compile(r"^\[[a-z][a-z0-9_\-.]*\] ")
 # Log records and banners of the libraries under a job: never a person's business on the terminal.
 _NOISE = re.compile(
@@ -42,6 +44,9 @@ _NOISE = re.compile(
 
 def console_worthy(line: str) -> str | None:
     """The text of ``line`` as the terminal should show it, or None if it belongs only in the log file."""
+    line = _ANSI.sub("", line)
+    if not line.strip():  # blank, or nothing but a progress bar's cursor moves
+        return None
     stripped = _RAY_PREFIX.sub("", line, count=1)
     if stripped != line:  # a worker's line: only xlab's own lines
         return stripped if _OWN_LINE.match(stripped) else None

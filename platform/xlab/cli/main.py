@@ -102,7 +102,12 @@ def dispatch(argv: list[str]) -> int:
         log_file = Path("logs") / f"{args.job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         print(f"[xlab] {args.job}: full log in {log_file} (XLAB_CONSOLE=all shows it all here)", flush=True)
         with console_capture(log_file):
-            run_job(args.job, extra)
+            try:
+                run_job(args.job, extra)
+            finally:
+                from xlab.runtime import shutdown_ray
+
+                shutdown_ray()  # Ray's shutdown messages go to the log file too
         return 0
     if args.command == "submit":
         from xlab.cli.submit import submit

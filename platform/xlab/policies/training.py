@@ -218,8 +218,13 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
     column when ``state_dim > 0``. Datasets whose mixture weight is 0 are left out (a single-embodiment
     run of the cross-embodiment experiment).
     """
+    import ray
+
     from xlab.data.rlds import read_rlds_windows
     from xlab.policies.rt1 import BOUNDS
+
+    # Ray Data's progress bars redraw per tick in every worker's output; training logs its own progress.
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
     dirs = check_dataset_dirs(data.dataset_dirs)
     names = dataset_names(data.dataset_dirs)
