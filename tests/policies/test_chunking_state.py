@@ -13,7 +13,7 @@ from xlab.errors import XlabError
 from xlab.policies import PolicySession, build_policy
 from xlab.policies.augment import random_shift
 from xlab.policies.chunking import ChunkExecutor
-from xlab.policies.rt1 import fit_state
+from xlab.policies.session import fit_state
 
 
 def _traj(length: int = 6, state_dim: int = 3) -> Trajectory:

@@ -129,7 +129,7 @@ class PolicyServer:
     async def act_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
         import torch
 
-        from xlab.policies.rt1 import fit_state
+        from xlab.policies.session import fit_state
 
         sizes = [len(r["images"]) for r in requests]
         images = np.concatenate([np.asarray(r["images"], np.uint8) for r in requests])

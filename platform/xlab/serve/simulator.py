@@ -147,7 +147,7 @@ class Simulator:
         import robots
         from xlab.policies import HistoryBuffer
         from xlab.policies.chunking import ChunkExecutor
-        from xlab.policies.rt1 import fit_state
+        from xlab.policies.session import fit_state
 
         controllers = {s.controller for s in specs}
         if "policy" in controllers and self._handle is None:
