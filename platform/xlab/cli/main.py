@@ -135,13 +135,13 @@ def dispatch(argv: list[str]) -> int:
             print(f"wrote {args.csv}")
         return 0
     if args.command == "ui":
-        from xlab.track.store import resolve_tracking_uri
+        from xlab.track.store import redact_uri, resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.tracking_uri)
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(args.port), "--workers", "1"]
-        print(f"[xlab] MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+        print(f"[xlab] MLflow UI for {redact_uri(uri)} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
         return subprocess.call(cmd, env=env)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -31,6 +31,12 @@ EXCLUDES = [
     "*.pyc",
     ".pytest_cache",
     ".ruff_cache",
+    # Secrets (also in .gitignore): a Ray token, API keys or TLS keys in the project never reach the cluster.
+    "*.token",
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
 ]
 
 
