@@ -196,27 +196,32 @@ def load_policy_model(model_uri: str) -> RT1PolicyModel:
     from xlab.policies import load_policy
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                        dst_path=tempfile.mkdtemp(prefix="xlab-policy-")))
-    except Exception as e:  # MlflowException, RestException, OSError: all mean "not there"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PolicyModelError(f"cannot load policy model {model_uri!r}: {first}") from None
-    mlmodel = root / "MLmodel"
-    meta = yaml.safe_load(mlmodel.read_text()) if mlmodel.is_file() else None
-    meta = meta if isinstance(meta, dict) else {}
-    pyfunc = (meta.get("flavors") or {}).get("python_function") or {}
-    arts = pyfunc.get("artifacts") if isinstance(pyfunc, dict) else None
-    if not (meta.get("metadata") or {}).get("xlab_policy") or not isinstance(arts, dict) \
-            or POLICY_ARTIFACT not in arts or BOUNDS_ARTIFACT not in arts:
-        raise PolicyModelError(f"{model_uri!r} is not an xlab policy model (log one with "
-                               "xlab.policies.mlflow_model.log_policy); refusing to load it")
-    paths = {k: _artifact_path(root, v, model_uri) for k, v in arts.items()}
-    model = RT1PolicyModel()
-    model.policy = load_policy(paths[POLICY_ARTIFACT])
-    model.bounds = json.loads(paths[BOUNDS_ARTIFACT].read_text())
-    model.statistics = {k[len(STATS_PREFIX):]: json.loads(v.read_text())
-                        for k, v in paths.items() if k.startswith(STATS_PREFIX)}
+    with tempfile.TemporaryDirectory(prefix="xlab-policy-") as tmp:  # everything is in memory once read
+        try:
+            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except Exception as e:  # MlflowException, RestException, OSError: all mean "not there"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PolicyModelError(f"cannot load policy model {model_uri!r}: {first}") from None
+        try:
+            meta = yaml.safe_load((root / "MLmodel").read_text()) if (root / "MLmodel").is_file() else None
+        except yaml.YAMLError:
+            meta = None
+        meta = meta if isinstance(meta, dict) else {}
+        pyfunc = (meta.get("flavors") or {}).get("python_function") or {}
+        arts = pyfunc.get("artifacts") if isinstance(pyfunc, dict) else None
+        if not (meta.get("metadata") or {}).get("xlab_policy") or not isinstance(arts, dict) \
+                or POLICY_ARTIFACT not in arts or BOUNDS_ARTIFACT not in arts:
+            raise PolicyModelError(f"{model_uri!r} is not an xlab policy model (log one with "
+                                   "xlab.policies.mlflow_model.log_policy); refusing to load it")
+        paths = {k: _artifact_path(root, v, model_uri) for k, v in arts.items()}
+        model = RT1PolicyModel()
+        model.policy = load_policy(paths[POLICY_ARTIFACT])
+        try:
+            model.bounds = json.loads(paths[BOUNDS_ARTIFACT].read_text())
+            model.statistics = {k[len(STATS_PREFIX):]: json.loads(v.read_text())
+                                for k, v in paths.items() if k.startswith(STATS_PREFIX)}
+        except (OSError, ValueError) as e:
+            raise PolicyModelError(f"{model_uri!r} has unreadable bounds or statistics JSON: {e}") from None
     return model
 
 
