@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from xlab.config import check
+from xlab.data.rlds.complete import check_complete
+from xlab.data.rlds.schema import RLDSError
 from xlab.errors import XlabError
 
 CHECKPOINT_FILE = "policy_state.pt"
@@ -205,6 +207,10 @@ def check_dataset_dirs(dirs: tuple[str, ...] | list[str]) -> list[Path]:
                 f"bad config value for data.dataset_dirs: no RLDS dataset at {p} (dataset_info.json missing); "
                 "run `xlab run collect_demos --preset smoke` first, or point --data.dataset_dirs at RLDS builder dirs"
             )
+        try:
+            check_complete(p)
+        except RLDSError as e:
+            raise XlabError(f"bad config value for data.dataset_dirs: {e}") from None
         out.append(p)
     return out
 
