@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 
 from xlab.checkpoint import load_checkpoint, save_checkpoint
-from xlab.config import check
+from xlab.config import check, check_max_failures
 from xlab.lm.loop import LMTrainConfig
 
 CHECKPOINT_FILE = "lm_state.pt"
@@ -84,7 +84,7 @@ class PretrainConfig(LMTrainConfig):
         check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
         check(self.parallel_strategy in ("ddp", "fsdp"), "train.parallel_strategy",
               f"must be ddp or fsdp, got {self.parallel_strategy!r}")
-        check(self.max_failures >= -1, "train.max_failures", "must be >= 0 (or -1: unlimited)")
+        check_max_failures(self.max_failures)
 
     def resolved(self, n_train_blocks: int) -> PretrainConfig:
         """A copy with ``steps`` fixed (from ``epochs`` when 0) and the batch split checked."""
@@ -370,10 +370,10 @@ def fit_pretrain(
     Tune trial the workers' checkpoint reports are forwarded to Tune.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from xlab.errors import XlabError
     from xlab.track.store import resolve_tracking_uri
+    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
     from xlab.train.runner import _in_tune_trial
     from xlab.tune.sweep import storage_path
 

@@ -29,10 +29,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from xlab.config import check
+from xlab.config import check, check_max_failures
 from xlab.data.rlds.complete import check_complete
 from xlab.data.rlds.schema import RLDSError
-from xlab.errors import XlabError
+from xlab.errors import NonFiniteLossError, XlabError
 
 CHECKPOINT_FILE = "policy_state.pt"
 
@@ -157,7 +157,7 @@ class PolicyTrainConfig:
               f"must be >= train.num_workers ({self.num_workers}), got {self.batch_size}")
         check(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        check(self.max_failures >= -1, "train.max_failures", "must be >= 0 (or -1: unlimited)")
+        check_max_failures(self.max_failures)
         check(self.parallel_strategy in ("ddp", "fsdp"), "train.parallel_strategy",
               f"must be ddp or fsdp, got {self.parallel_strategy!r}")
         check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
@@ -243,10 +243,6 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
 
 
 # ------------------------------------------------------------------------------------------- worker
-
-class NonFiniteLossError(XlabError):
-    """The training loss became NaN or infinite: the run fails instead of registering a diverged policy."""
-
 
 def lr_factor(tc: PolicyTrainConfig) -> Any:
     """The learning-rate multiplier per step: linear warm-up, then constant or cosine decay to 0."""
@@ -494,8 +490,8 @@ def fit_policy(
     """
     import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
+    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
     from xlab.tune.sweep import storage_path
 
     tc = cfg.train

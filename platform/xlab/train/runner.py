@@ -203,9 +203,9 @@ def fit_ray(
 ) -> FitResult:
     """Train ``task`` data-parallel on ``cfg.num_workers`` Ray Train workers (see module docstring)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from xlab.track.store import resolve_tracking_uri
+    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
     from xlab.tune.sweep import storage_path
 
     callbacks = []
