@@ -146,6 +146,7 @@ def log_policy(
             "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
             if dataclasses.is_dataclass(cfg) else str(cfg),
             "datasets": sorted(stats_paths or {}),
+            "instruction_encoder": getattr(policy, "instruction_encoder", None),
             "datasets_without_statistics": missing,
         }
         active = mlflow.active_run()

@@ -225,6 +225,7 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
     run of the cross-embodiment experiment).
     """
     from xlab.data.rlds import read_rlds_windows
+    from xlab.policies.encoder import encoder_record
     from xlab.policies.rt1 import BOUNDS
 
     dirs = check_dataset_dirs(data.dataset_dirs)
@@ -236,7 +237,8 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
         {n: str(d) for n, d in zip(names, dirs, strict=True)},
         mixture=list(zip(names, weights, strict=True)),
         window=int(policy.history), image_size=(int(policy.image_size), int(policy.image_size)), seed=seed,
-        bounds=BOUNDS[policy.bounds], vocab_size=int(policy.vocab_size), embedding_backend=data.embedding_backend,
+        bounds=BOUNDS[policy.bounds], vocab_size=int(policy.vocab_size),
+        embedding_backend=encoder_record(data.embedding_backend)["name"],  # one encoder for the whole mixture
         chunk=int(policy.action_chunk), drop_last=data.drop_last, state_dim=int(policy.state_dim),
     )
     return ds, names, dirs
@@ -309,7 +311,7 @@ def train_worker(config: dict[str, Any]) -> None:
         from xlab.policies.sim_eval import SimEvaluator
 
         sim_eval = SimEvaluator(tc.eval_tasks, tc.eval_episodes, tc.eval_execution, policy.config.to_dict(),
-                                config["seed"], tc.eval_cpus)
+                                config["seed"], tc.eval_cpus, encoder=config.get("instruction_encoder"))
     shift_rng = torch.Generator().manual_seed(config["seed"] * 7919 + rank)
 
     step, resumed_from, restarts = 0, [], 0
@@ -491,6 +493,7 @@ def fit_policy(
     import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
+    from xlab.policies.encoder import encoder_record
     from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
     from xlab.tune.sweep import storage_path
 
@@ -504,6 +507,7 @@ def fit_policy(
             "policy_preset": cfg.policy.preset, "policy_overrides": cfg.policy.overrides(),
             "dataset_names": dataset_names_, "shuffle_buffer": cfg.data.shuffle_buffer,
             "run_id": run_id, "tracking_uri": tracking_uri, "run_name": run_name, "warmup_steps": warmup_steps,
+            "instruction_encoder": encoder_record(cfg.data.embedding_backend)["name"],
         },
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),

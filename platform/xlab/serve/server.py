@@ -69,6 +69,9 @@ class PolicyServer:
         self.device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto"
                                                                                      else device)
         self.policy = load_any_policy(policy_ref).to(self.device).eval()
+        from xlab.policies.encoder import policy_encoder
+
+        self.encoder = policy_encoder(self.policy)  # the one it was trained with, or a one-line refusal
         self.policy_ref = policy_ref
         self.max_batch_size = max_batch_size
         self.active_window_s = active_window_s
@@ -104,7 +107,7 @@ class PolicyServer:
         if missing:
             from xlab.data.text_embed import embed_instructions
 
-            for s, e in zip(missing, embed_instructions(missing), strict=True):
+            for s, e in zip(missing, embed_instructions(missing, backend=self.encoder), strict=True):
                 self._embeddings[s] = e
         return np.stack([self._embeddings[s] for s in instructions])
 
