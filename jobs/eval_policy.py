@@ -221,6 +221,7 @@ def main(cfg: Config) -> dict:
 
     from xlab.serve import (
         SimulatorPool,
+        app_name,
         load_any_policy,
         make_specs,
         run_episodes,
@@ -241,7 +242,7 @@ def main(cfg: Config) -> dict:
         tracker.set_tags({"xlab.policy": cfg.policy})
         server_app = None
         if uses_policy:
-            server_app = "xlab-policy"
+            server_app = app_name(run.info.run_id)  # its own application: deleted below, and only it
             start_policy_server(cfg.policy, name=server_app, replicas=cfg.server.replicas,
                                 max_batch_size=cfg.server.max_batch_size,
                                 batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,

@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("job")
     s.add_argument("--address", default=default_address(), help="job server URL (default: %(default)s)")
     s.add_argument("--wait", action="store_true", help="block until the job ends; exit non-zero unless it SUCCEEDED")
+    s.add_argument("--wait-timeout", type=float, default=24 * 3600.0, metavar="S",
+                   help="with --wait: give up waiting after S seconds (the job keeps running; default: %(default)g)")
 
     for name, helptext in (("status", "status of a submitted job"), ("logs", "logs of a submitted job"),
                            ("stop", "stop a submitted job")):
@@ -107,7 +109,7 @@ def dispatch(argv: list[str]) -> int:
     if args.command == "submit":
         from xlab.cli.submit import submit
 
-        submit(args.job, extra, args.address, wait=args.wait)
+        submit(args.job, extra, args.address, wait=args.wait, wait_timeout=args.wait_timeout)
         return 0
     if args.command in ("status", "logs", "stop"):
         from xlab.cli import submit as jobs_api
