@@ -44,10 +44,13 @@ class CollectConfig:
     """Also record episodes where the expert failed (flagged in episode_metadata.success)."""
     max_episodes_per_shard: int = 20
     overwrite: bool = True
+    stall_timeout_s: float = 1800.0
+    """Fail (and cancel the rest) when no rollout task finishes for this long: a hung simulator or no free CPUs."""
 
     def __post_init__(self) -> None:
         check(self.episodes_per_task >= 1, "collect.episodes_per_task", "must be >= 1")
         check(self.min_steps_per_task >= 0, "collect.min_steps_per_task", "must be >= 0")
+        check(self.stall_timeout_s > 0, "collect.stall_timeout_s", f"must be > 0, got {self.stall_timeout_s}")
         check(16 <= self.image_size <= 512, "collect.image_size", f"must be in [16, 512], got {self.image_size}")
 
 
@@ -152,6 +155,7 @@ def main(cfg: Config) -> dict:
 
     import robots
     from xlab.data.rlds import write_rlds_in_worker
+    from xlab.runtime import iter_finished
     from xlab.session import job_session
     from xlab.track import Tracker
 
@@ -181,10 +185,8 @@ def main(cfg: Config) -> dict:
                     started[env_id] = wanted[env_id]
                     jobs += [remote_rollout.remote(env_id, seeds[i:i + chunk], c.image_size)
                              for i in range(0, len(seeds), chunk)]
-                pending = jobs
-                while pending:
-                    done, pending = ray.wait(pending, num_returns=1)
-                    part = ray.get(done[0])
+                for part in iter_finished(jobs, stall_timeout_s=c.stall_timeout_s, what="collect_demos rollouts",
+                                          field="collect.stall_timeout_s"):
                     results += part
                     progress.advance(bar, len(part))
                 short = _short_tasks(results, env_ids, c.min_steps_per_task, started)

@@ -59,6 +59,13 @@ class EvalConfig:
     """A simulator group running longer than this is treated as hung: killed, restarted, retried."""
     max_attempts: int = 3
     """Tries per episode group before its episodes are reported as failed."""
+    max_restarts: int = 5
+    """Restarts per simulator (crash or hang) before it is retired; each must be back within restart_timeout_s."""
+    restart_timeout_s: float = 120.0
+    """How long a restarted simulator may take to answer again before it is retired."""
+    deadline_s: float = 0.0
+    """Total time bound of the evaluation; episodes not run by then are reported failed (0: derived from
+    episode_timeout_s, max_attempts and the episodes per simulator, never reached by a healthy run)."""
     record_rlds: str = ""
     """Write the policy's evaluation episodes as an RLDS dataset under this dir ('' = don't)."""
 
@@ -70,6 +77,11 @@ class EvalConfig:
         check(set(self.references) <= {"expert", "random"}, "eval.references",
               f"choose from expert, random; got {self.references}")
         check(self.max_attempts >= 1, "eval.max_attempts", "must be >= 1")
+        twice = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        check(not twice, "eval.tasks", f"lists {', '.join(twice)} twice; list each task once (raise eval.episodes)")
+        check(self.max_restarts >= 0, "eval.max_restarts", "must be >= 0")
+        check(self.restart_timeout_s > 0, "eval.restart_timeout_s", "must be > 0")
+        check(self.deadline_s >= 0, "eval.deadline_s", "must be >= 0 (0: derived)")
         check(self.simulator_cpus > 0, "eval.simulator_cpus", "must be > 0")
         check(self.execution in ("ensemble", "open-loop", "first"), "eval.execution",
               f"must be ensemble, open-loop or first, got {self.execution!r}")
@@ -209,6 +221,7 @@ def main(cfg: Config) -> dict:
 
     from xlab.serve import (
         SimulatorPool,
+        app_name,
         load_any_policy,
         make_specs,
         run_episodes,
@@ -229,7 +242,7 @@ def main(cfg: Config) -> dict:
         tracker.set_tags({"xlab.policy": cfg.policy})
         server_app = None
         if uses_policy:
-            server_app = "xlab-policy"
+            server_app = app_name(run.info.run_id)  # its own application: deleted below, and only it
             start_policy_server(cfg.policy, name=server_app, replicas=cfg.server.replicas,
                                 max_batch_size=cfg.server.max_batch_size,
                                 batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,
@@ -259,7 +272,8 @@ def main(cfg: Config) -> dict:
         try:
             results, stats = run_episodes(pool, specs, envs_per_simulator=ev.envs_per_simulator,
                                           episode_timeout_s=ev.episode_timeout_s, max_attempts=ev.max_attempts,
-                                          progress=progress, on_group_done=hook)
+                                          max_restarts=ev.max_restarts, restart_timeout_s=ev.restart_timeout_s,
+                                          deadline_s=ev.deadline_s or None, progress=progress, on_group_done=hook)
             server_stats = None
             if server_app:
                 from ray import serve

@@ -151,9 +151,8 @@ def trial(cfg: Config) -> None:
     """One Tune trial: train one operation (or mixture), log curves, spectra and the checkpoint."""
     import tempfile
 
-    import torch
-
     from xlab.analysis.fourier import model_spectra, plot_spectrum
+    from xlab.checkpoint import save_checkpoint
     from xlab.track import Tracker
     from xlab.train import fit
     from xlab.train.plots import curves_figure
@@ -174,7 +173,8 @@ def trial(cfg: Config) -> None:
         tracker.log_figure(plot_spectrum(c, s, f"{cfg.data.op}: {part} Fourier spectrum (final)"),
                            f"spectrum_{part}.png")
     with tempfile.TemporaryDirectory() as d:
-        torch.save({"model": result.state, "init": result.init_state, "config": cfg}, f"{d}/model.pt")
+        save_checkpoint({"model": result.state, "init": result.init_state, "config": dataclasses.asdict(cfg)},
+                        f"{d}/model.pt")
         tracker.log_artifact(f"{d}/model.pt", "checkpoint")
 
 

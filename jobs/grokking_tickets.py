@@ -222,13 +222,20 @@ def _log_periodicity(cfg: Config, result, tracker, title: str) -> None:
     tracker.log_figure(plot_spectra(spec, f"{title}: per-neuron spectra of W_in . W_E (final)"), "spectra.png")
 
 
+def load_dense(run_id: str) -> dict:
+    """The dense run's checkpoint (tensors only: a pickled object in the artifact is refused, never run)."""
+    import mlflow
+
+    from xlab.checkpoint import load_checkpoint
+
+    return load_checkpoint(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/dense.pt"))
+
+
 def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
     """One trial: the dense run (stage 1) or one variant started from the dense run of its seed (stage 2)."""
     import tempfile
 
-    import mlflow
-    import torch
-
+    from xlab.checkpoint import save_checkpoint
     from xlab.prune import mask_density
     from xlab.track import Tracker
     from xlab.train import fit
@@ -242,13 +249,12 @@ def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
         _log_result(result, tracker, f"dense, seed {cfg.seed}")
         _log_periodicity(cfg, result, tracker, f"dense, seed {cfg.seed}")
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"init": result.init_state, "final": result.state, "snapshots": result.snapshots},
-                       f"{d}/dense.pt")
+            save_checkpoint({"init": result.init_state, "final": result.state, "snapshots": result.snapshots},
+                            f"{d}/dense.pt")
             tracker.log_artifact(f"{d}/dense.pt", "checkpoint")
         return
     check(dense_runs is not None and cfg.seed in dense_runs, "seed", f"no dense run for seed {cfg.seed}")
-    path = mlflow.artifacts.download_artifacts(run_id=dense_runs[cfg.seed], artifact_path="checkpoint/dense.pt")
-    dense = torch.load(path, weights_only=False)
+    dense = load_dense(dense_runs[cfg.seed])
     init_state, masks, optim = _variant_start(cfg, task, dense)
     if masks is not None:
         tracker.log_metrics({"density": mask_density(masks)})
@@ -263,7 +269,7 @@ def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
     _log_periodicity(cfg, result, tracker, f"{cfg.ticket.variant}, rate {cfg.ticket.rate}, seed {cfg.seed}")
     if result.masks is not None:
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"state": result.state, "masks": result.masks}, f"{d}/ticket.pt")
+            save_checkpoint({"state": result.state, "masks": result.masks}, f"{d}/ticket.pt")
             tracker.log_artifact(f"{d}/ticket.pt", "checkpoint")
 
 

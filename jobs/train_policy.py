@@ -93,6 +93,7 @@ def main(cfg: Config) -> dict:
 
     check_dataset_dirs(cfg.data.dataset_dirs)  # before Ray starts: a one-line error
     from xlab.policies import build_policy
+    from xlab.policies.encoder import encoder_record
 
     with job_session("train_policy", cfg) as run:
         tracker = Tracker()
@@ -114,6 +115,8 @@ def main(cfg: Config) -> dict:
         out = fit_policy(cfg, ds, names, run_id=run.info.run_id, tracking_uri=resolve_tracking_uri(cfg.tracking.uri))
         state, metrics = out["state"], out["metrics"]
         policy.load_state_dict(state["policy"])
+        encoder = encoder_record(cfg.data.embedding_backend)  # saved with the policy: serving uses the same one
+        policy.instruction_encoder = encoder
         summary = {
             "final_step": int(state["step"]), "restarts": int(state.get("restarts", 0)),
             "resumed_from": list(state.get("resumed_from", [])), "seconds": out["seconds"],
@@ -137,6 +140,7 @@ def main(cfg: Config) -> dict:
             if best and cfg.registry.best_alias:
                 best_policy = build_policy(cfg.policy.preset, **cfg.policy.overrides())
                 best_policy.load_state_dict(best["policy"])
+                best_policy.instruction_encoder = encoder
                 best_uri = log_policy(best_policy, name="policy_best_sim",
                                       registered_model_name=cfg.registry.model_name, alias=cfg.registry.best_alias,
                                       stats_paths=stats, run_id=run.info.run_id)

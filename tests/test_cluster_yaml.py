@@ -154,7 +154,8 @@ def test_ray_start_flags(cfg):
     head = ray_start_command(cfg["head_start_ray_commands"])
     assert "--head" in head and "--port=6379" in head
     assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in head
-    assert "--dashboard-host=0.0.0.0" in head
+    # Dashboard and job API on loopback only: clients reach them through `ray dashboard` (SSH).
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
     worker = ray_start_command(cfg["worker_start_ray_commands"])
     assert "--address=$RAY_HEAD_IP:6379" in worker
     for commands in (cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]):
@@ -166,6 +167,109 @@ def test_mlflow_server_started_on_head(cfg):
     assert "mlflow server" in head_cmds and "--port 5000" in head_cmds
     head_uri = exported_env(ray_start_command(cfg["head_start_ray_commands"]))["MLFLOW_TRACKING_URI"]
     assert head_uri.endswith(":5000")
+
+
+def mlflow_server_command(cfg: dict) -> str:
+    found = [c for c in cfg["head_start_ray_commands"] if "mlflow server" in c]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_mlflow_server_is_private_with_basic_auth(cfg):
+    cmd = mlflow_server_command(cfg)
+    host = re.search(r"--host\s+(\S+)", cmd).group(1).strip("'\"")
+    assert host in ("127.0.0.1", "$XLAB_HEAD_IP"), f"MLflow must bind loopback or the private address, not {host}"
+    assert "0.0.0.0" not in cmd
+    assert "--app-name basic-auth" in cmd
+    allowed = re.search(r"--allowed-hosts\s+(\S+)", cmd).group(1).strip("'\"").split(",")
+    assert allowed and "*" not in allowed and all(h.startswith(("$XLAB_HEAD_IP", "localhost", "127.0.0.1"))
+                                                  for h in allowed), allowed
+    # The admin account comes from the credentials file, never from the YAML itself.
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD=\"$MLFLOW_TRACKING_PASSWORD\"" in cmd
+
+
+def test_mlflow_credentials_reach_nodes_in_a_private_env_file(cfg):
+    env_file = "~/.xlab/mlflow.env"
+    assert cfg["file_mounts"][env_file] == env_file  # from the user's machine, not the project directory
+    for commands in (cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]):
+        start = ray_start_command(commands)
+        before = start.split("ray start", 1)[0]
+        assert re.search(rf"chmod 600 [^;]*{re.escape(env_file)}", before), before
+        assert f"set -a; . {env_file}; set +a" in before, before  # exported to Ray's processes
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"MLFLOW_TRACKING_PASSWORD=(?!\")\S", text.replace("PASSWORD=%s", "")), \
+        "no literal password in cluster.yaml"
+    for uri in (exported_env(ray_start_command(cfg[k]))["MLFLOW_TRACKING_URI"]
+                for k in ("head_start_ray_commands", "worker_start_ray_commands")):
+        assert "@" not in uri, "credentials go in the env file, not in the tracking URI (it is printed)"
+
+
+def test_every_node_requires_imdsv2(cfg):
+    for name, t in cfg["available_node_types"].items():
+        assert t["node_config"].get("MetadataOptions", {}).get("HttpTokens") == "required", name
+
+
+TEMPLATE = ROOT / "deploy" / "aws" / "xlab-cluster.yaml"
+
+
+@pytest.fixture
+def template() -> dict:
+    with open(TEMPLATE) as f:
+        return yaml.safe_load(f)
+
+
+def test_ssh_is_limited_to_a_cidr_placeholder(cfg, template):
+    # Ray 2.60 adds SSH from 0.0.0.0/0 to a security group it creates; it creates none when every node
+    # type names its own (SecurityGroupIds).
+    for name, t in cfg["available_node_types"].items():
+        assert t["node_config"].get("SecurityGroupIds"), f"{name}: Ray would open SSH to 0.0.0.0/0"
+    assert "0.0.0.0/0" not in yaml.safe_dump(cfg), "no rule open to the whole internet"
+    sg = template["Resources"]["ClusterSecurityGroup"]["Properties"]
+    ssh = [r for r in sg["SecurityGroupIngress"] if r["FromPort"] <= 22 <= r["ToPort"]]
+    assert ssh and all(r["CidrIp"] == {"Ref": "SshCidr"} for r in ssh), ssh
+    assert len(sg["SecurityGroupIngress"]) == 1, "nothing but SSH is open to the outside"
+    param = template["Parameters"]["SshCidr"]
+    assert "Default" not in param, "the CIDR is a placeholder the user must fill in"
+    assert not re.match(param["AllowedPattern"], "0.0.0.0/0") and re.match(param["AllowedPattern"], "203.0.113.7/32")
+    assert "YOUR-SSH-CIDR" in CLUSTER_YAML.read_text()
+
+
+def _statements(template: dict, role: str) -> list[dict]:
+    out = []
+    for policy in template["Resources"][role]["Properties"]["Policies"]:
+        out += policy["PolicyDocument"]["Statement"]
+    return out
+
+
+def _as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+def test_head_instance_profile_is_scoped_to_the_cluster_and_bucket_prefix(cfg, template):
+    head = cfg["available_node_types"][cfg["head_node_type"]]["node_config"]
+    assert head["IamInstanceProfile"]["Arn"].endswith(":instance-profile/xlab-head"), \
+        "without a profile Ray attaches ray-autoscaler-v1 (EC2 and S3 full access)"
+    for role in ("HeadRole", "WorkerRole"):
+        for st in _statements(template, role):
+            actions = _as_list(st["Action"])
+            assert st["Effect"] == "Allow" and not any(a == "*" or a.endswith(":*") for a in actions), st
+            if any(a.startswith("s3:") for a in actions):
+                for r in _as_list(st["Resource"]):
+                    arn = r["Fn::Sub"]
+                    assert arn == "arn:aws:s3:::${BucketName}/xlab/*" or (
+                        arn == "arn:aws:s3:::${BucketName}" and st["Condition"]["StringLike"]["s3:prefix"]), st
+            if st["Resource"] == "*":
+                assert all(a.startswith("ec2:Describe") for a in actions), st
+    statements = _statements(template, "HeadRole")
+    for st in statements:
+        actions = set(_as_list(st["Action"]))
+        if actions & {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances"}:
+            assert st["Condition"]["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == {"Ref": "ClusterName"}
+        if "ec2:RunInstances" in actions and any(":instance/" in r["Fn::Sub"] for r in _as_list(st["Resource"])):
+            assert st["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == {"Ref": "ClusterName"}
+        if "iam:PassRole" in actions:
+            assert st["Resource"] == {"Fn::GetAtt": ["WorkerRole", "Arn"]}
+    assert template["Parameters"]["ClusterName"]["Default"] == cfg["cluster_name"]
 
 
 def test_project_is_synced_and_installed(cfg):

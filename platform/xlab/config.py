@@ -159,3 +159,8 @@ def check(condition: bool, field: str, message: str) -> None:
     if not condition:
         raise XlabError(f"bad config value for {field}: {message}")
 
+
+
+def check_max_failures(value: int, field: str = "train.max_failures") -> None:
+    """Ray Train restarts: >= 0. -1 (unlimited) is refused: it would rerun a crash that makes no progress forever."""
+    check(value >= 0, field, f"must be >= 0, got {value} (-1, unlimited restarts, would retry a crash forever)")

@@ -8,3 +8,15 @@ traceback; everything else is a bug and keeps its traceback.
 
 class XlabError(Exception):
     """A problem the user can fix; the message says what was wrong and how to fix it."""
+
+
+class NonFiniteLossError(XlabError):
+    """The training loss became NaN or infinite: the run fails (never retried) and no model is registered."""
+
+
+def check_finite_loss(value: float, step: int, where: str, hint: str = "lower the learning rate or clip gradients") -> None:
+    """Raise :class:`NonFiniteLossError` (one line, naming ``where`` and the step) if ``value`` is NaN or infinite."""
+    import math
+
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"{where}: the training loss is {value} at step {step}; {hint}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from xlab.errors import XlabError
@@ -93,3 +95,28 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+def iter_finished(refs: list, *, stall_timeout_s: float, what: str, field: str) -> Iterator[Any]:
+    """Values of Ray ``refs`` as they finish; XlabError (naming ``field``) if none finishes for ``stall_timeout_s``.
+
+    A bare ``ray.wait`` loop hangs forever on a hung task or on tasks no node can schedule; here the
+    unfinished tasks are cancelled and the error says how many were left.
+    """
+    import time
+
+    import ray
+
+    pending = list(refs)
+    while pending:
+        t0 = time.monotonic()
+        done, pending = ray.wait(pending, num_returns=1, timeout=stall_timeout_s)
+        if not done:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise XlabError(
+                f"{what}: {len(pending)} of {len(refs)} tasks unfinished and none finished in "
+                f"{time.monotonic() - t0:.0f} s ({field}={stall_timeout_s:g}); tasks hung or the cluster has no free "
+                "CPUs (see `ray status`)"
+            )
+        yield ray.get(done[0])

@@ -149,3 +149,43 @@ def test_bad_requests(fld, babi):
     with pytest.raises(XlabError, match="LogicExample"):
         evaluate_fewshot(Uniform(), "fld", babi[:5])
     assert answer_candidates(19)[:2] == ("n,n", "n,s")
+
+
+QA4 = """1 The office is north of the kitchen.
+2 The garden is south of the kitchen.
+3 What is north of the kitchen?\toffice\t1
+1 The kitchen is west of the garden.
+2 The hallway is west of the kitchen.
+3 What is the garden east of?\tkitchen\t1
+1 The bedroom is south of the hallway.
+2 The bathroom is north of the hallway.
+3 What is south of the hallway?\tbedroom\t1
+1 The garden is east of the office.
+2 The bedroom is west of the office.
+3 What is east of the office?\tgarden\t1
+"""
+
+
+class Constant:
+    """The same answer and the same score for every candidate, whatever the prompt."""
+
+    def generate(self, prompts, *, max_new_tokens, stop=()):
+        return [" kitchen" for _ in prompts]
+
+    def loglikelihood(self, contexts, continuations):
+        return [0.0 for _ in contexts]
+
+
+def test_choice_mode_on_a_task_the_generator_does_not_know_is_not_free(tmp_path):
+    # Real bAbI qa4: not one of the generated tasks, so its answer vocabulary comes from the data.
+    from xlab.evals.babi_solver import load_babi
+
+    (tmp_path / "qa4_two-arg-relations_test.txt").write_text(QA4)
+    items = load_babi(tmp_path)
+    assert [it.task for it in items] == [4] * 4
+    r = evaluate_fewshot(Constant(), "babi", items, shots=1, mode="choice")
+    assert r["accuracy"] < 1.0 and r["accuracy"] == pytest.approx(0.25)
+    g = evaluate_fewshot(Constant(), "babi", items, shots=1, mode="generate")
+    assert g["accuracy"] == pytest.approx(0.25) and g["valid_rate"] == 1.0  # "kitchen" is a qa4 answer
+    with pytest.raises(XlabError, match="bAbI task 4"):
+        evaluate_fewshot(Constant(), "babi", items[:1] * 3, shots=1, mode="choice")

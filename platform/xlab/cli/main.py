@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("job")
     s.add_argument("--address", default=default_address(), help="job server URL (default: %(default)s)")
     s.add_argument("--wait", action="store_true", help="block until the job ends; exit non-zero unless it SUCCEEDED")
+    s.add_argument("--wait-timeout", type=float, default=24 * 3600.0, metavar="S",
+                   help="with --wait: give up waiting after S seconds (the job keeps running; default: %(default)g)")
 
     for name, helptext in (("status", "status of a submitted job"), ("logs", "logs of a submitted job"),
                            ("stop", "stop a submitted job")):
@@ -112,7 +114,7 @@ def dispatch(argv: list[str]) -> int:
     if args.command == "submit":
         from xlab.cli.submit import submit
 
-        submit(args.job, extra, args.address, wait=args.wait)
+        submit(args.job, extra, args.address, wait=args.wait, wait_timeout=args.wait_timeout)
         return 0
     if args.command in ("status", "logs", "stop"):
         from xlab.cli import submit as jobs_api
@@ -140,13 +142,13 @@ def dispatch(argv: list[str]) -> int:
             print(f"wrote {args.csv}")
         return 0
     if args.command == "ui":
-        from xlab.track.store import resolve_tracking_uri
+        from xlab.track.store import redact_uri, resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.tracking_uri)
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(args.port), "--workers", "1"]
-        print(f"[xlab] MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+        print(f"[xlab] MLflow UI for {redact_uri(uri)} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
         return subprocess.call(cmd, env=env)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -31,6 +31,12 @@ EXCLUDES = [
     "*.pyc",
     ".pytest_cache",
     ".ruff_cache",
+    # Secrets (also in .gitignore): a Ray token, API keys or TLS keys in the project never reach the cluster.
+    "*.token",
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
 ]
 
 
@@ -86,8 +92,13 @@ def job_env(address: str) -> dict[str, str]:
     return env
 
 
-def submit(job: str, argv: list[str], address: str, wait: bool = False) -> str:
-    """Submit ``python -m jobs.JOB ARGV`` to the cluster at ``address``; returns the submission id."""
+def submit(job: str, argv: list[str], address: str, wait: bool = False, wait_timeout: float = 24 * 3600.0) -> str:
+    """Submit ``python -m jobs.JOB ARGV`` to the cluster at ``address``; returns the submission id.
+
+    ``wait``: block until the job ends, at most ``wait_timeout`` seconds (then a one-line XlabError; the job
+    keeps running)."""
+    if wait and not wait_timeout > 0:
+        raise XlabError(f"--wait-timeout must be > 0 seconds, got {wait_timeout}")
     parse_job_config(job, argv)  # reject a bad job, preset or override here, not minutes later on the cluster
     c = client(address)
     root = project_root()
@@ -106,7 +117,7 @@ def submit(job: str, argv: list[str], address: str, wait: bool = False) -> str:
         file=sys.stderr,
     )
     if wait:
-        status = wait_for(submission_id, address)
+        status = wait_for(submission_id, address, timeout=wait_timeout)
         if status != "SUCCEEDED":
             raise XlabError(f"job {submission_id} ended {status}; see `xlab logs {submission_id}`")
     return submission_id
@@ -147,5 +158,6 @@ def wait_for(submission_id: str, address: str, timeout: float | None = None, pol
         if state in TERMINAL:
             return state
         if timeout is not None and time.monotonic() - start > timeout:
-            raise XlabError(f"job {submission_id} still {state} after {timeout:.0f} s")
+            raise XlabError(f"job {submission_id} still {state} after {timeout:.0f} s of waiting (--wait-timeout); it "
+                            f"keeps running: `xlab logs {submission_id} --follow`, `xlab stop {submission_id}`")
         time.sleep(poll)

@@ -15,7 +15,8 @@ Shots are full examples (prompt + target) joined by blank lines before the query
 itself; bAbI shots come from the item's own task when the pool has enough of them.
 
 ``mode="generate"`` scores the greedy generation; ``mode="choice"`` picks the label (FLD) or answer
-candidate (bAbI task vocabulary) with the highest log-likelihood, so every prediction is legal.
+candidate (bAbI task vocabulary; for tasks the generator does not know, every answer of that
+task in the items and pool) with the highest log-likelihood, so every prediction is legal.
 
     from xlab.evals import HFGenerator, evaluate_fewshot, fld_examples
     result = evaluate_fewshot(HFGenerator(model, tok), "fld", fld_examples(300, depth=(1, 2)), shots=3)
@@ -60,15 +61,32 @@ def fewshot_prompt(task: str, item: Any, shots: Sequence[Any]) -> str:
     return FEWSHOT_DELIMITER.join(parts)
 
 
-def candidates(task: str, item: Any) -> tuple[str, ...]:
-    """Legal answers of an item: the three labels (FLD) or the task's answer vocabulary (bAbI)."""
+def answer_vocab(items: Sequence[Any]) -> dict[int, tuple[str, ...]]:
+    """Answer vocabulary per bAbI task: the generator's for tasks 1-3 and 15-19, else every answer in ``items``.
+
+    Real bAbI has twenty tasks; for the ones xlab does not generate, the loaded data is the only
+    source of legal answers, so choice mode ranks all of them (not just the gold answer).
+    """
+    seen: dict[int, set[str]] = defaultdict(set)
+    for it in items:
+        seen[it.task].add(it.answer)
+    vocab: dict[int, tuple[str, ...]] = {}
+    for t, answers in seen.items():
+        try:
+            vocab[t] = answer_candidates(t)
+        except XlabError:
+            vocab[t] = tuple(sorted(answers))
+    return vocab
+
+
+def candidates(task: str, item: Any, vocab: dict[int, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """Legal answers of an item: the three labels (FLD) or its bAbI task's vocabulary (``vocab`` from
+    :func:`answer_vocab` for tasks the generator does not know)."""
     if task == "fld":
         return LABELS
-    try:
-        return answer_candidates(item.task)
-    except XlabError:
-        # A real-bAbI task outside the generated ones: the answer itself is the only known word.
-        return (item.answer,)
+    if vocab is not None and item.task in vocab:
+        return vocab[item.task]
+    return answer_candidates(item.task)
 
 
 def parse_prediction(task: str, output: str) -> str:
@@ -95,7 +113,8 @@ def instruction_following(outputs: Sequence[str] | dict, task: str = "fld",
     else:
         if items is None or len(items) != len(outputs):
             raise XlabError("instruction_following for bAbI needs the items matching the outputs")
-        legal = [set(candidates(task, it)) for it in items]
+        vocab = answer_vocab(items)
+        legal = [set(candidates(task, it, vocab)) for it in items]
     return sum(parse_prediction(task, o) in ok for o, ok in zip(outputs, legal, strict=True)) / len(outputs)
 
 
@@ -134,6 +153,12 @@ def evaluate_fewshot(generator: Generator, task: str, examples: Sequence[Any], *
     for x in [*examples, *(fewshot_pool or [])]:
         if not isinstance(x, kind):
             raise XlabError(f"task {task!r} needs {kind.__name__} items, got {type(x).__name__}")
+    vocab = answer_vocab([*examples, *(fewshot_pool or [])]) if task == "babi" else None
+    if mode == "choice" and vocab is not None:
+        for t, words in sorted(vocab.items()):
+            if len(words) < 2:
+                raise XlabError(f"bAbI task {t} has one answer ({words[0]!r}) in the items and pool, so choice mode "
+                                "would score 1.0 for any model: pass more items or a fewshot_pool, or use generate")
     rng = random.Random(seed)
     prompts = [fewshot_prompt(task, it, _draw_shots(rng, task, i, it, examples, fewshot_pool, shots))
                for i, it in enumerate(examples)]
@@ -154,7 +179,7 @@ def evaluate_fewshot(generator: Generator, task: str, examples: Sequence[Any], *
         else:
             ctxs, conts, spans = [], [], []
             for p, it in zip(chunk, items, strict=True):
-                cands = candidates(task, it)
+                cands = candidates(task, it, vocab)
                 spans.append(cands)
                 ctxs += [p] * len(cands)
                 conts += [" " + c for c in cands]
@@ -173,7 +198,7 @@ def evaluate_fewshot(generator: Generator, task: str, examples: Sequence[Any], *
         gold = it.label if task == "fld" else it.answer
         pred = parse_prediction(task, out)
         rec = {"prompt": prompt, "output": out, "prediction": pred, "target": gold,
-               "valid": pred in candidates(task, it), "correct": pred == gold}
+               "valid": pred in candidates(task, it, vocab), "correct": pred == gold}
         rec.update({"depth": it.depth} if task == "fld" else {"task": it.task})
         records.append(rec)
     return _summarise(task, records, elapsed)

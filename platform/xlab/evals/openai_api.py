@@ -12,15 +12,37 @@ continuation's first character. Servers that do not return echoed log-probabilit
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from xlab.errors import XlabError
 from xlab.evals.generators import cut_at_stop
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would re-send the Authorization header (the API key) to the new host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
+        raise XlabError(f"{req.full_url} redirected (HTTP {code}) to {newurl}; refusing to follow with the API "
+                        "key: set base_url to the final address")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class OpenAICompatibleGenerator:
@@ -34,6 +56,10 @@ class OpenAICompatibleGenerator:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get(api_key_env)
+        host = urlparse(self.base_url).hostname or ""
+        if self.api_key and self.base_url.startswith("http://") and not _is_loopback(host):
+            raise XlabError(f"OpenAICompatibleGenerator: refusing to send an API key over plain http to {host}; "
+                            "use https:// (or a loopback address such as http://127.0.0.1:8000/v1)")
         self.timeout = timeout
         self.batch_size = batch_size
 
@@ -44,7 +70,7 @@ class OpenAICompatibleGenerator:
             headers["Authorization"] = f"Bearer {self.api_key}"
         req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 body = resp.read().decode("utf-8")
         except urllib.error.HTTPError as e:
             detail = e.read().decode("utf-8", "replace")[:300]

@@ -81,12 +81,14 @@ def load_causal_lm(ref: str | Path, *, device: str = "cpu") -> tuple[Any, Any]:
         return _load_dir(found, device)
     import mlflow
 
+    from xlab.track.store import redact_uri
+
     _quiet()
     cache = Path(tempfile.mkdtemp(prefix="xlab-lm-"))
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(cache)))
     except Exception as e:  # MlflowException, RestException, OSError: all mean "not there"
-        raise XlabError(f"cannot load causal LM {text!r} from MLflow at {mlflow.get_tracking_uri()}: "
+        raise XlabError(f"cannot load causal LM {text!r} from MLflow at {redact_uri(mlflow.get_tracking_uri())}: "
                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (check the name, version "
                         "or alias, the run id, and MLFLOW_TRACKING_URI)") from None
     found = _find_hf_dir(local)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 
 from xlab.config import check
-from xlab.errors import XlabError
+from xlab.errors import XlabError, check_finite_loss
 
 MetricsFn = Callable[[int, dict[str, float]], None]
 
@@ -204,7 +204,9 @@ def train_steps(
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = net(**batch).loss
                 (loss / cfg.grad_accum).backward()
-            acc[0] += float(loss.detach())
+            value = float(loss.detach())
+            check_finite_loss(value, step, "language-model training", "lower optim.lr or set train.grad_clip")
+            acc[0] += value
             acc[1] += 1
             acc[2] += batch["input_ids"].numel()
             acc[3] += float((batch["labels"][:, 1:] != -100).sum())

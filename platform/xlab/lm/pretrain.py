@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import torch
 
-from xlab.config import check
+from xlab.checkpoint import load_checkpoint, save_checkpoint
+from xlab.config import check, check_max_failures
 from xlab.lm.loop import LMTrainConfig
 
 CHECKPOINT_FILE = "lm_state.pt"
@@ -83,7 +84,7 @@ class PretrainConfig(LMTrainConfig):
         check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
         check(self.parallel_strategy in ("ddp", "fsdp"), "train.parallel_strategy",
               f"must be ddp or fsdp, got {self.parallel_strategy!r}")
-        check(self.max_failures >= -1, "train.max_failures", "must be >= 0 (or -1: unlimited)")
+        check_max_failures(self.max_failures)
 
     def resolved(self, n_train_blocks: int) -> PretrainConfig:
         """A copy with ``steps`` fixed (from ``epochs`` when 0) and the batch split checked."""
@@ -182,9 +183,9 @@ def _read_checkpoint(config: dict[str, Any]) -> dict[str, Any] | None:
     ckpt = ray.train.get_checkpoint()  # a restarted worker group
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            return torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+            return load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location="cpu")
     if config["resume_from"]:  # a new run continuing an earlier one
-        return torch.load(Path(config["resume_from"]) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        return load_checkpoint(Path(config["resume_from"]) / CHECKPOINT_FILE, map_location="cpu")
     return None
 
 
@@ -322,7 +323,7 @@ def pretrain_worker(config: dict[str, Any]) -> None:
                       "train_loss": history[-1]["train/loss"] if history else float("nan")}
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
-                    torch.save({"model": model_state, "optimizer": optim_state, "scheduler": sched.state_dict(),
+                    save_checkpoint({"model": model_state, "optimizer": optim_state, "scheduler": sched.state_dict(),
                                 "step": step, "history": history, "evals": evals, "best": dict(best),
                                 "spec": dataclasses.asdict(spec), "steps": cfg.steps}, Path(d) / CHECKPOINT_FILE)
                     ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
@@ -369,10 +370,10 @@ def fit_pretrain(
     Tune trial the workers' checkpoint reports are forwarded to Tune.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from xlab.errors import XlabError
     from xlab.track.store import resolve_tracking_uri
+    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
     from xlab.train.runner import _in_tune_trial
     from xlab.tune.sweep import storage_path
 
@@ -408,14 +409,14 @@ def fit_pretrain(
     t0 = time.perf_counter()
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        last = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        last = load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location="cpu")
     state = last["model"]
     best = last["best"]
     if cfg.keep_best and best["step"] and best["step"] != last["step"]:
         for ckpt, metrics in result.best_checkpoints or []:
             if int(metrics.get("step", -1)) == int(best["step"]):
                 with ckpt.as_directory() as d:
-                    state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+                    state = load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location="cpu")["model"]
                 break
         else:  # the best step's checkpoint was not kept (checkpoint_every not at validations): the last
             best = {"step": last["step"], "val_loss": last["evals"][-1]["val_loss"] if last["evals"] else float("nan")}

@@ -26,6 +26,7 @@ def train_and_evaluate(cfg: Any, eval_tasks: Sequence[str], episodes: int, eval_
 
     import robots
     from xlab.policies import build_policy
+    from xlab.policies.encoder import encoder_record
     from xlab.policies.mlflow_model import log_policy
     from xlab.policies.rollout import evaluate_in_ray
     from xlab.policies.training import build_dataset, check_dataset_dirs, dataset_names, fit_policy
@@ -39,10 +40,11 @@ def train_and_evaluate(cfg: Any, eval_tasks: Sequence[str], episodes: int, eval_
     out = fit_policy(cfg, ds, used, run_id=run.info.run_id if run else None,
                      tracking_uri=resolve_tracking_uri(cfg.tracking.uri))
     policy.load_state_dict(out["state"]["policy"])
+    policy.instruction_encoder = encoder_record(cfg.data.embedding_backend)
     print(f"[{job}] {label + ': ' if label else ''}trained {out['state']['step']} steps in {out['seconds']:.0f}s; evaluating on "
           f"{len(eval_tasks)} tasks x {episodes} episodes", flush=True)
     results = evaluate_in_ray(pc.to_dict(), list(eval_tasks), episodes, seed=eval_seed, execution=execution,
-                              state=policy.state_dict())
+                              state=policy.state_dict(), encoder=policy.instruction_encoder["name"])
     if run is not None:
         names = dataset_names(cfg.data.dataset_dirs)
         dirs = check_dataset_dirs(cfg.data.dataset_dirs)

@@ -11,7 +11,9 @@ its config), the action bounds and vocabulary it tokenizes with (``action_bounds
     action = policy.act(images, embedding)                                  # RT-1 action dict
 
 ``mlflow.pyfunc.load_model(uri).predict({"image": ..., "embedding": ..., "pad_mask": ...})`` returns
-the same action dict, so generic MLflow tooling can run it too. Registry stages are deprecated:
+the same action dict, so generic MLflow tooling can run it too. xlab's own loaders never do that
+(pyfunc loading unpickles ``python_model.pkl`` and imports ``code/``): they read the JSON files and
+tensor-only weights of the downloaded model and refuse anything that is not an xlab policy. Registry stages are deprecated:
 versions are addressed by alias (``MlflowClient().set_registered_model_alias``).
 """
 
@@ -144,6 +146,7 @@ def log_policy(
             "policy_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
             if dataclasses.is_dataclass(cfg) else str(cfg),
             "datasets": sorted(stats_paths or {}),
+            "instruction_encoder": getattr(policy, "instruction_encoder", None),
             "datasets_without_statistics": missing,
         }
         active = mlflow.active_run()
@@ -171,15 +174,55 @@ def log_policy(
     return f"models:/{registered_model_name}/{version}"
 
 
+def _artifact_path(root: Path, entry: Any, model_uri: str) -> Path:
+    """The local path of one pyfunc artifact entry (``{"path": "artifacts/..."}``), kept inside ``root``."""
+    rel = entry.get("path") if isinstance(entry, Mapping) else None
+    if not isinstance(rel, str) or not rel:
+        raise PolicyModelError(f"{model_uri!r} is not an xlab policy model (a malformed artifact entry in MLmodel)")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise PolicyModelError(f"{model_uri!r} is not an xlab policy model (artifact {rel!r} points outside it)")
+    return root / rel
+
+
 def load_policy_model(model_uri: str) -> RT1PolicyModel:
-    """The :class:`RT1PolicyModel` behind ``model_uri`` (``models:/NAME@alias``, ``runs:/...``...), loaded."""
-    try:
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
-    except mlflow.exceptions.MlflowException as e:
-        raise PolicyModelError(f"cannot load policy model {model_uri!r}: {e.message}") from None
-    model = pyfunc.unwrap_python_model()
-    if not isinstance(model, RT1PolicyModel):
-        raise PolicyModelError(f"{model_uri!r} is not an xlab policy model (it wraps {type(model).__name__})")
+    """The :class:`RT1PolicyModel` behind ``model_uri`` (``models:/NAME@alias``, ``runs:/...``...), loaded.
+
+    Never unpickles and never imports the model's code: it downloads the model's files, checks the
+    ``MLmodel`` file says it is an xlab policy, and reads the policy's ``config.json`` and tensor-only
+    weights (``torch.load(weights_only=True)``), the bounds and the statistics JSON.
+    """
+    import yaml
+
+    from xlab.policies import load_policy
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory(prefix="xlab-policy-") as tmp:  # everything is in memory once read
+        try:
+            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except Exception as e:  # MlflowException, RestException, OSError: all mean "not there"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PolicyModelError(f"cannot load policy model {model_uri!r}: {first}") from None
+        try:
+            meta = yaml.safe_load((root / "MLmodel").read_text()) if (root / "MLmodel").is_file() else None
+        except yaml.YAMLError:
+            meta = None
+        meta = meta if isinstance(meta, dict) else {}
+        pyfunc = (meta.get("flavors") or {}).get("python_function") or {}
+        arts = pyfunc.get("artifacts") if isinstance(pyfunc, dict) else None
+        if not (meta.get("metadata") or {}).get("xlab_policy") or not isinstance(arts, dict) \
+                or POLICY_ARTIFACT not in arts or BOUNDS_ARTIFACT not in arts:
+            raise PolicyModelError(f"{model_uri!r} is not an xlab policy model (log one with "
+                                   "xlab.policies.mlflow_model.log_policy); refusing to load it")
+        paths = {k: _artifact_path(root, v, model_uri) for k, v in arts.items()}
+        model = RT1PolicyModel()
+        model.policy = load_policy(paths[POLICY_ARTIFACT])
+        try:
+            model.bounds = json.loads(paths[BOUNDS_ARTIFACT].read_text())
+            model.statistics = {k[len(STATS_PREFIX):]: json.loads(v.read_text())
+                                for k, v in paths.items() if k.startswith(STATS_PREFIX)}
+        except (OSError, ValueError) as e:
+            raise PolicyModelError(f"{model_uri!r} has unreadable bounds or statistics JSON: {e}") from None
     return model
 
 

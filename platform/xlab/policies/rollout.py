@@ -32,18 +32,23 @@ def rollout_policy(
     seed: int = 0,
     mode: str = "argmax",
     execution: str = "ensemble",
+    encoder: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Success rate, episodes and mean length per env id for ``policy`` (argmax actions by default).
 
     Episode ``i`` of task ``t`` is seeded ``seed * 100000 + t * 1000 + i``, as ``eval_policy`` seeds them;
     ``execution`` is how action chunks are executed (:class:`~xlab.policies.chunking.ChunkExecutor`).
+    Instructions are embedded with ``encoder`` (the training data's), else the policy's recorded one
+    (:func:`~xlab.policies.encoder.policy_encoder`: refused in one line if unavailable).
     """
     import gymnasium
 
     import robots
     from xlab.data.text_embed import embed_instructions
     from xlab.policies import PolicySession
+    from xlab.policies.encoder import policy_encoder
 
+    encoder = encoder or policy_encoder(policy)
     size = image_size or policy.config.image_size
     results = {}
     for t, env_id in enumerate(env_ids):
@@ -51,7 +56,7 @@ def rollout_policy(
         try:
             obs = [env.reset(seed=seed * 100_000 + t * 1_000 + i)[0] for i, env in enumerate(envs)]
             instruction = robots.get_task(env_id).instruction
-            embedding = np.repeat(embed_instructions([instruction]), episodes, axis=0)
+            embedding = np.repeat(embed_instructions([instruction], backend=encoder), episodes, axis=0)
             session = PolicySession(policy, episodes, execution=execution)
             done = np.zeros(episodes, bool)
             success = np.zeros(episodes, bool)
@@ -76,7 +81,8 @@ def rollout_policy(
     return results
 
 
-def _rollout_task(policy: Any, state: Any, env_id: str, episodes: int, seed: int, execution: str) -> dict:
+def _rollout_task(policy: Any, state: Any, env_id: str, episodes: int, seed: int, execution: str,
+                  encoder: str | None = None) -> dict:
     """Ray task body of :func:`evaluate_in_ray`: ``policy`` a directory, or a config dict with ``state``."""
     import torch
 
@@ -89,18 +95,18 @@ def _rollout_task(policy: Any, state: Any, env_id: str, episodes: int, seed: int
         model.eval()
     else:
         model = load_policy(policy)
-    return rollout_policy(model, [env_id], episodes, seed=seed, execution=execution)
+    return rollout_policy(model, [env_id], episodes, seed=seed, execution=execution, encoder=encoder)
 
 
 def evaluate_in_ray(policy: Any, env_ids: Sequence[str], episodes: int = 10, seed: int = 0,
                     execution: str = "ensemble", state: Any = None, wait: bool = True,
-                    num_cpus: float = 1.0) -> Any:
+                    num_cpus: float = 1.0, encoder: str | None = None) -> Any:
     """``rollout_policy`` in Ray tasks (processes without TensorFlow), one task per env id, outside any
     placement group (called from a Tune trial or a Ray Train worker, tasks would otherwise be confined
     to its bundle). ``policy``: a saved policy directory, or an ``RT1Config`` dict with its weights in
     ``state`` (a state dict or its object ref: a training worker's weights through the object store).
     With ``wait=False`` returns the task refs; :func:`merge_results` of their values is the result.
-    ``num_cpus`` each task reserves."""
+    ``num_cpus`` each task reserves; ``encoder`` as :func:`rollout_policy`'s."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -108,7 +114,7 @@ def evaluate_in_ray(policy: Any, env_ids: Sequence[str], episodes: int = 10, see
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     if state is not None and not isinstance(state, ray.ObjectRef):
         state = ray.put(state)
-    refs = [task.remote(policy, state, e, episodes, seed, execution) for e in env_ids]
+    refs = [task.remote(policy, state, e, episodes, seed, execution, encoder) for e in env_ids]
     return merge_results(ray.get(refs)) if wait else refs
 
 

@@ -179,6 +179,8 @@ class RT1Policy(nn.Module):
     def __init__(self, config: RT1Config):
         super().__init__()
         self.config = config
+        #: ``{"name", "dim"}`` of the instruction encoder it was trained with (xlab.policies.encoder), or None.
+        self.instruction_encoder: dict[str, Any] | None = None
         c = config
         if c.backbone == "small-film":
             self.backbone: nn.Module = SmallFiLMConvNet(c.embed_dim, c.d_model, c.film_channels)
@@ -408,7 +410,8 @@ class RT1Policy(nn.Module):
         """Write ``config.json`` and ``model.pt`` (CPU state dict) to ``directory``; returns it."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "class": "RT1Policy", "config": self.config.to_dict()}
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "class": "RT1Policy", "config": self.config.to_dict(),
+                "instruction_encoder": self.instruction_encoder}
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         torch.save(state, path / WEIGHTS_FILE)
@@ -429,4 +432,9 @@ def load_policy(directory: str | Path, map_location: str | torch.device = "cpu")
                           f"{FORMAT_VERSION} (the architecture changed): train the policy again")
     policy = RT1Policy(RT1Config.from_dict(meta["config"]))
     policy.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
+    encoder = meta.get("instruction_encoder")
+    if encoder is not None and not (isinstance(encoder, dict) and isinstance(encoder.get("name"), str)
+                                    and isinstance(encoder.get("dim"), int)):
+        raise PolicyError(f"{cfg_file}: instruction_encoder must be {{'name': str, 'dim': int}}, got {encoder!r}")
+    policy.instruction_encoder = encoder
     return policy.to(map_location).eval()

@@ -26,8 +26,9 @@ class SimEvaluator:
     """Non-blocking evaluations in simulation of a training policy (see the module docstring)."""
 
     def __init__(self, tasks: tuple[str, ...] | list[str], episodes: int, execution: str, config: dict[str, Any],
-                 seed: int = 0, num_cpus: float = 1.0) -> None:
+                 seed: int = 0, num_cpus: float = 1.0, encoder: str | None = None) -> None:
         self.tasks, self.episodes, self.execution, self.num_cpus = list(tasks), int(episodes), execution, num_cpus
+        self.encoder = encoder  # the training data's instruction encoder
         self.config = dict(config)
         self.seed = int(seed) + EVAL_SEED_OFFSET
         self.pending: list[tuple[int, list[Any], dict[str, Any]]] = []
@@ -44,7 +45,7 @@ class SimEvaluator:
 
         state = {k: v.detach().to("cpu", copy=True) for k, v in policy.state_dict().items()}
         refs = evaluate_in_ray(self.config, self.tasks, self.episodes, seed=self.seed, execution=self.execution,
-                               state=state, wait=False, num_cpus=self.num_cpus)
+                               state=state, wait=False, num_cpus=self.num_cpus, encoder=self.encoder)
         self.pending.append((step, refs, state))
 
     def poll(self, wait: bool = False) -> list[tuple[int, dict[str, float]]]:

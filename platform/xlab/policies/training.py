@@ -29,8 +29,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from xlab.config import check
-from xlab.errors import XlabError
+from xlab.config import check, check_max_failures
+from xlab.data.rlds.complete import check_complete
+from xlab.data.rlds.schema import RLDSError
+from xlab.errors import NonFiniteLossError, XlabError
 
 CHECKPOINT_FILE = "policy_state.pt"
 
@@ -155,7 +157,7 @@ class PolicyTrainConfig:
               f"must be >= train.num_workers ({self.num_workers}), got {self.batch_size}")
         check(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        check(self.max_failures >= -1, "train.max_failures", "must be >= 0 (or -1: unlimited)")
+        check_max_failures(self.max_failures)
         check(self.parallel_strategy in ("ddp", "fsdp"), "train.parallel_strategy",
               f"must be ddp or fsdp, got {self.parallel_strategy!r}")
         check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
@@ -205,6 +207,10 @@ def check_dataset_dirs(dirs: tuple[str, ...] | list[str]) -> list[Path]:
                 f"bad config value for data.dataset_dirs: no RLDS dataset at {p} (dataset_info.json missing); "
                 "run `xlab run collect_demos --preset smoke` first, or point --data.dataset_dirs at RLDS builder dirs"
             )
+        try:
+            check_complete(p)
+        except RLDSError as e:
+            raise XlabError(f"bad config value for data.dataset_dirs: {e}") from None
         out.append(p)
     return out
 
@@ -221,6 +227,7 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
     import ray
 
     from xlab.data.rlds import read_rlds_windows
+    from xlab.policies.encoder import encoder_record
     from xlab.policies.rt1 import BOUNDS
 
     # Ray Data's progress bars redraw per tick in every worker's output; training logs its own progress.
@@ -235,17 +242,14 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
         {n: str(d) for n, d in zip(names, dirs, strict=True)},
         mixture=list(zip(names, weights, strict=True)),
         window=int(policy.history), image_size=(int(policy.image_size), int(policy.image_size)), seed=seed,
-        bounds=BOUNDS[policy.bounds], vocab_size=int(policy.vocab_size), embedding_backend=data.embedding_backend,
+        bounds=BOUNDS[policy.bounds], vocab_size=int(policy.vocab_size),
+        embedding_backend=encoder_record(data.embedding_backend)["name"],  # one encoder for the whole mixture
         chunk=int(policy.action_chunk), drop_last=data.drop_last, state_dim=int(policy.state_dim),
     )
     return ds, names, dirs
 
 
 # ------------------------------------------------------------------------------------------- worker
-
-class NonFiniteLossError(XlabError):
-    """The training loss became NaN or infinite: the run fails instead of registering a diverged policy."""
-
 
 def lr_factor(tc: PolicyTrainConfig) -> Any:
     """The learning-rate multiplier per step: linear warm-up, then constant or cosine decay to 0."""
@@ -312,7 +316,7 @@ def train_worker(config: dict[str, Any]) -> None:
         from xlab.policies.sim_eval import SimEvaluator
 
         sim_eval = SimEvaluator(tc.eval_tasks, tc.eval_episodes, tc.eval_execution, policy.config.to_dict(),
-                                config["seed"], tc.eval_cpus)
+                                config["seed"], tc.eval_cpus, encoder=config.get("instruction_encoder"))
     shift_rng = torch.Generator().manual_seed(config["seed"] * 7919 + rank)
 
     step, resumed_from, restarts = 0, [], 0
@@ -493,8 +497,9 @@ def fit_policy(
     """
     import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
+    from xlab.policies.encoder import encoder_record
+    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
     from xlab.tune.sweep import storage_path
 
     tc = cfg.train
@@ -507,6 +512,7 @@ def fit_policy(
             "policy_preset": cfg.policy.preset, "policy_overrides": cfg.policy.overrides(),
             "dataset_names": dataset_names_, "shuffle_buffer": cfg.data.shuffle_buffer,
             "run_id": run_id, "tracking_uri": tracking_uri, "run_name": run_name, "warmup_steps": warmup_steps,
+            "instruction_encoder": encoder_record(cfg.data.embedding_backend)["name"],
         },
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),

@@ -15,6 +15,8 @@ Modules: :mod:`~xlab.serve.server` (the deployment), :mod:`~xlab.serve.simulator
 from xlab.serve.evaluate import RunStats, SimulatorPool, make_specs, run_episodes, summarize, wilson_interval
 from xlab.serve.server import (
     APP_NAME,
+    app_name,
+    check_server_resources,
     load_any_policy,
     replica_pids,
     shutdown_policy_server,
@@ -24,6 +26,8 @@ from xlab.serve.simulator import CONTROLLERS, EpisodeResult, EpisodeSpec, Simula
 
 __all__ = [
     "APP_NAME",
+    "app_name",
+    "check_server_resources",
     "CONTROLLERS",
     "EpisodeResult",
     "EpisodeSpec",

@@ -9,7 +9,10 @@ side by side in one actor) and collects results as they finish. Faults are handl
 * an actor that **hangs** (a group takes longer than ``episode_timeout_s``) is killed and
   restarted, and its group re-queued;
 * after ``max_attempts`` a group's episodes are reported with ``status="failed"``: counted in the
-  results, never silently dropped.
+  results, never silently dropped;
+* every wait is bounded: a simulator that does not come back within ``restart_timeout_s`` or used up
+  ``max_restarts`` is retired; past the total ``deadline_s``, or with no simulator left, the
+  episodes not yet run are reported as failed.
 
 Server-side faults (a dead policy replica) are retried inside the simulators. :func:`summarize`
 turns results into success rates with Wilson 95% intervals per task and embodiment.
@@ -24,11 +27,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xlab.errors import XlabError
 from xlab.serve.simulator import CONTROLLERS, EpisodeResult, EpisodeSpec, Simulator
 
 
@@ -50,6 +54,9 @@ def make_specs(env_ids: Sequence[str], episodes: int, controller: str = "policy"
     policies, expert and random are compared on identical initial states)."""
     if controller not in CONTROLLERS:
         raise ValueError(f"unknown controller {controller!r}; choose from {CONTROLLERS}")
+    twice = sorted({e for e in env_ids if list(env_ids).count(e) > 1})
+    if twice:
+        raise XlabError(f"task(s) listed twice: {', '.join(twice)}; list each task once (raise episodes instead)")
     return [
         EpisodeSpec(env_id, seed * 100_000 + t * 1_000 + i, controller, f"{controller}/{env_id}/{i}", max_steps,
                     mode, record if i < record_per_task else "")
@@ -125,6 +132,22 @@ def _groups(specs: Sequence[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
     return [group[i:i + size] for group in by_key.values() for i in range(0, len(group), size)]
 
 
+def _check_unique_ids(specs: Sequence[EpisodeSpec]) -> None:
+    seen: set[str] = set()
+    for s in specs:
+        if s.episode_id in seen:
+            raise XlabError(f"episode id {s.episode_id!r} appears twice (a task listed twice?): every episode "
+                            "needs its own id or one result would be dropped")
+        seen.add(s.episode_id)
+
+
+def default_deadline_s(n_groups: int, n_simulators: int, episode_timeout_s: float, max_attempts: int,
+                       restart_timeout_s: float) -> float:
+    """A total bound no healthy run reaches: every group's every attempt timing out, plus restarts."""
+    rounds = math.ceil(n_groups / max(n_simulators, 1))
+    return rounds * max_attempts * (episode_timeout_s + restart_timeout_s) + restart_timeout_s
+
+
 def run_episodes(
     pool: SimulatorPool,
     specs: Sequence[EpisodeSpec],
@@ -132,25 +155,44 @@ def run_episodes(
     envs_per_simulator: int = 1,
     episode_timeout_s: float = 300.0,
     max_attempts: int = 3,
+    max_restarts: int = 5,
+    restart_timeout_s: float = 120.0,
+    deadline_s: float | None = None,
     progress: Callable[[int, int, RunStats], None] | None = None,
     on_group_done: Callable[[int, SimulatorPool], None] | None = None,
 ) -> tuple[list[EpisodeResult], RunStats]:
     """Run every spec on the pool; returns one result per spec (same order) and run statistics.
 
+    Every wait is bounded: a simulator is restarted at most ``max_restarts`` times and must answer
+    within ``restart_timeout_s`` of a restart, else it is retired; after ``deadline_s`` (default:
+    :func:`default_deadline_s`) or once no simulator is left, what did not run is reported as failed.
     ``on_group_done(groups_done, pool)`` is called after each finished group (fault injection hooks).
     """
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError
 
+    _check_unique_ids(specs)
     t0 = time.perf_counter()
     stats = RunStats()
     queue: deque[tuple[list[EpisodeSpec], int]] = deque((g, 1) for g in _groups(specs, envs_per_simulator))
+    if deadline_s is None:
+        deadline_s = default_deadline_s(len(queue), len(pool), episode_timeout_s, max_attempts, restart_timeout_s)
+    deadline = time.monotonic() + deadline_s
     free = deque(range(len(pool)))
     inflight: dict[Any, tuple[int, list[EpisodeSpec], int, float]] = {}
     timed_out: set[int] = set()
+    restarts: Counter[int] = Counter()
+    probes: dict[Any, tuple[int, float]] = {}  # restarted actors: a cheap call that returns once it is back
     results: dict[str, EpisodeResult] = {}
     groups_done = 0
     total = len(specs)
+
+    def give_up(group: list[EpisodeSpec], attempt: int, why: str) -> None:
+        for s in group:
+            results[s.episode_id] = EpisodeResult(s.episode_id, s.env_id, s.controller, s.seed, status="failed",
+                                                  attempts=attempt, error=why)
+        stats.failed_episodes += len(group)
+        stats.events.append(f"gave up on {len(group)} episode(s) after {attempt} attempt(s) ({why})")
 
     def requeue(group: list[EpisodeSpec], attempt: int, why: str) -> None:
         if attempt < max_attempts:
@@ -158,15 +200,36 @@ def run_episodes(
             stats.retried_episodes += len(group)
             stats.events.append(f"retry {len(group)} episode(s) ({why}), attempt {attempt + 1}/{max_attempts}")
         else:
-            for s in group:
-                results[s.episode_id] = EpisodeResult(s.episode_id, s.env_id, s.controller, s.seed, status="failed",
-                                                      attempts=attempt, error=why)
-            stats.failed_episodes += len(group)
-            stats.events.append(f"gave up on {len(group)} episode(s) after {attempt} attempts ({why})")
+            give_up(group, attempt, why)
 
-    probes: dict[Any, int] = {}  # restarted actors: a cheap call that returns once the actor is back
+    def restart(actor: int) -> None:
+        """Wait (bounded) for Ray to bring ``actor`` back, unless it used up its restarts."""
+        restarts[actor] += 1
+        if restarts[actor] > max_restarts:
+            stats.events.append(f"simulator {actor} retired after {max_restarts} restarts")
+            return
+        probes[pool.actors[actor].pid.remote()] = (actor, time.monotonic())
+
+    def release(actor: int) -> None:
+        """``actor`` finished a group: free again, or restarting if it was killed for a timeout meanwhile."""
+        if actor in timed_out:
+            timed_out.discard(actor)
+            restart(actor)
+        else:
+            free.append(actor)
 
     while queue or inflight:  # restarting actors (probes) only matter while work is queued
+        if time.monotonic() > deadline:
+            why = f"evaluation deadline of {deadline_s:.0f}s exceeded"
+            for _actor, group, attempt, _ in inflight.values():
+                give_up(group, attempt, why)
+            while queue:
+                give_up(*queue.popleft(), why)
+            break
+        if queue and not free and not inflight and not probes:
+            while queue:
+                give_up(*queue.popleft(), "no simulator left (every one used up its restarts)")
+            break
         while queue and free:
             actor = free.popleft()
             group, attempt = queue.popleft()
@@ -180,13 +243,13 @@ def run_episodes(
         ready, _ = ray.wait([*inflight, *probes], num_returns=1, timeout=1.0)
         for ref in ready:
             if ref in probes:
-                actor = probes.pop(ref)
+                actor, since = probes.pop(ref)
                 try:
                     ray.get(ref)
                     free.append(actor)
-                except RayActorError:  # still restarting: ask again shortly
+                except RayActorError:  # still restarting: ask again shortly (until restart_timeout_s)
                     time.sleep(0.2)
-                    probes[pool.actors[actor].pid.remote()] = actor
+                    probes[pool.actors[actor].pid.remote()] = (actor, since)
                 continue
             actor, group, attempt, _ = inflight.pop(ref)
             pool.busy.discard(actor)
@@ -201,13 +264,13 @@ def run_episodes(
                     stats.simulator_crashes += 1
                 requeue(group, attempt, "simulator hung and was restarted" if hung
                         else f"simulator crashed: {type(e).__name__}")
-                probes[pool.actors[actor].pid.remote()] = actor  # back to work once Ray has restarted it
+                restart(actor)  # back to work once Ray has restarted it
                 continue
             except Exception as e:  # an error inside the episode (e.g. server unreachable after retries)
-                free.append(actor)
+                release(actor)
                 requeue(group, attempt, f"episode error: {str(e).strip().splitlines()[-1][:200]}")
                 continue
-            free.append(actor)
+            release(actor)
             for r in out:
                 r.attempts = attempt
                 results[r.episode_id] = r
@@ -219,6 +282,10 @@ def run_episodes(
             if progress is not None:
                 progress(len(results), total, stats)
         now = time.monotonic()
+        for ref, (actor, since) in list(probes.items()):
+            if now - since > restart_timeout_s:
+                del probes[ref]
+                stats.events.append(f"simulator {actor} did not come back within {restart_timeout_s:.0f}s: retired")
         for actor, _group, _attempt, started in list(inflight.values()):
             if now - started > episode_timeout_s and actor not in timed_out:
                 timed_out.add(actor)  # its ref now fails with RayActorError and the group is re-queued

@@ -39,6 +39,36 @@ from xlab.errors import XlabError
 APP_NAME = "xlab-policy"
 
 
+def app_name(run_id: str | None = None) -> str:
+    """The Serve application name of one evaluation (``xlab-policy-<run id>``): concurrent ones never share one."""
+    import uuid
+
+    return f"{APP_NAME}-{(run_id or uuid.uuid4().hex)[:16]}"
+
+
+def check_server_resources(replicas: int, num_cpus: float, num_gpus: float, nodes: list[dict[str, float]]) -> None:
+    """One-line XlabError unless the cluster's nodes (their resource dicts) can hold every replica.
+
+    Serve would otherwise wait forever for a replica no node can place (``--server.num_gpus 1`` on CPUs).
+    """
+    for key, need, field in (("GPU", num_gpus, "server.num_gpus"), ("CPU", num_cpus, "server.num_cpus")):
+        if need <= 0:
+            continue
+        per_node = [float(n.get(key, 0.0)) for n in nodes]
+        fits = sum(int(have // need) for have in per_node)
+        if fits < replicas:
+            raise XlabError(
+                f"bad config value for {field}: {replicas} replica(s) x {need:g} {key} do not fit on this cluster "
+                f"({key} per node: {per_node or 'no nodes'}); lower it or start a cluster with more {key}s"
+            )
+
+
+def _alive_node_resources() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
 def load_any_policy(ref: str) -> Any:
     """An ``RT1Policy`` from an MLflow model URI (``models:/``, ``runs:/``, ...) or a saved directory."""
     from pathlib import Path
@@ -69,6 +99,9 @@ class PolicyServer:
         self.device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto"
                                                                                      else device)
         self.policy = load_any_policy(policy_ref).to(self.device).eval()
+        from xlab.policies.encoder import policy_encoder
+
+        self.encoder = policy_encoder(self.policy)  # the one it was trained with, or a one-line refusal
         self.policy_ref = policy_ref
         self.max_batch_size = max_batch_size
         self.active_window_s = active_window_s
@@ -104,7 +137,7 @@ class PolicyServer:
         if missing:
             from xlab.data.text_embed import embed_instructions
 
-            for s, e in zip(missing, embed_instructions(missing), strict=True):
+            for s, e in zip(missing, embed_instructions(missing, backend=self.encoder), strict=True):
                 self._embeddings[s] = e
         return np.stack([self._embeddings[s] for s in instructions])
 
@@ -189,6 +222,7 @@ def start_policy_server(
     :mod:`xlab.serve.simulator`).
     """
     load_any_policy(policy_ref)  # fail fast, in the caller, with the real message
+    check_server_resources(replicas, num_cpus, num_gpus, _alive_node_resources())  # not a silent wait
     # Simulators call through handles: no HTTP proxy (it would also claim port 8000 on shared machines).
     serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
     app = PolicyServer.options(

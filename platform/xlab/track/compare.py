@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from xlab.errors import XlabError
-from xlab.track.store import setup_tracking
+from xlab.track.store import redact_uri, setup_tracking
 
 
 def runs_table(
@@ -28,7 +28,7 @@ def runs_table(
 
     setup_tracking(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:
-        raise XlabError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}; run the job first")
+        raise XlabError(f"no MLflow experiment {experiment!r} in {redact_uri(mlflow.get_tracking_uri())}; run the job first")
     df = mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time DESC"])
     if df.empty:
         return df

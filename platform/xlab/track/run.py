@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from xlab import config as _config
-from xlab.track.store import get_or_create_experiment, resolve_tracking_uri, setup_tracking
+from xlab.track.store import (
+    get_or_create_experiment,
+    redact,
+    redact_uri,
+    resolve_tracking_uri,
+    setup_tracking,
+)
 
 _PACKAGES = ("xlab", "torch", "ray", "mlflow", "numpy", "transformers", "tensorflow", "tensorflow-datasets")
 
@@ -114,9 +120,11 @@ def job_run(
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(job, preset, seed), tags=all_tags)
     with _ending(run.info.run_id):
         if cfg is not None:
-            mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in _config.flatten(cfg).items()})
-            mlflow.log_dict(_config.to_dict(cfg), "config.json")
-        print(f"[xlab] MLflow run {run.info.run_name} ({run.info.run_id}) in experiment {experiment!r} at {uri}")
+            params = redact(_config.flatten(cfg))  # no credentials of a tracking URI in params or config.json
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()})
+            mlflow.log_dict(redact(_config.to_dict(cfg)), "config.json")
+        print(f"[xlab] MLflow run {run.info.run_name} ({run.info.run_id}) in experiment {experiment!r} "
+              f"at {redact_uri(uri)}")
         yield run
 
 
@@ -145,7 +153,7 @@ def child_run(
     )
     with _ending(run.info.run_id):
         if params:
-            mlflow.log_params({k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in params.items()})
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in redact(params).items()})
         yield run
 
 

@@ -9,11 +9,34 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from xlab.errors import XlabError
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it replaced by ``***@`` (safe to print or log).
+
+    For an MLflow server with basic auth, prefer ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``
+    to credentials in the URI.
+    """
+    return _USERINFO.sub("***@", text)
+
+
+def redact(value: object) -> object:
+    """:func:`redact_uri` applied to every string in nested dicts and lists (configs, params)."""
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    return value
 
 
 def default_tracking_uri() -> str:
@@ -64,11 +87,11 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
             if r.status != 200:
-                raise XlabError(f"MLflow server at {uri} answered HTTP {r.status} to /health")
+                raise XlabError(f"MLflow server at {redact_uri(uri)} answered HTTP {r.status} to /health")
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise XlabError(
-            f"cannot reach the MLflow server at {uri} ({reason}); start it (`mlflow server --host 127.0.0.1`) "
+            f"cannot reach the MLflow server at {redact_uri(uri)} ({redact_uri(str(reason))}); start it (`mlflow server --host 127.0.0.1`) "
             "or unset MLFLOW_TRACKING_URI to use the local sqlite store"
         ) from None
 

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xlab.config import check
+from xlab.config import check, check_max_failures
+from xlab.errors import check_finite_loss
 from xlab.optim import OptimConfig, build_optimizer
 from xlab.prune.masks import apply_masks
 
@@ -65,6 +66,7 @@ class TrainConfig:
         check(self.batch_size >= 0, "train.batch_size", f"must be >= 0 (0 = full batch), got {self.batch_size}")
         check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
         check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
+        check_max_failures(self.max_failures)
         check(all(0 < t <= 1 for t in self.grok_thresholds), "train.grok_thresholds", "must be in (0, 1]")
 
 
@@ -258,6 +260,8 @@ def train(
         else:
             x, y = x_all, y_all
         loss = _loss(task, net(x), y, dtype)
+        if not torch.isfinite(loss):
+            check_finite_loss(float(loss.detach()), step, f"training {task.name}", "lower optim.lr or set train.grad_clip")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

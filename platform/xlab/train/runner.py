@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from xlab.checkpoint import load_checkpoint, save_checkpoint
 from xlab.optim import OptimConfig
 from xlab.track.run import Tracker
 from xlab.train.loop import FitResult, Task, TrainConfig, train
@@ -69,13 +70,13 @@ class LocalReporter:
         if checkpoint is not None and self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = self.dir / f".{CHECKPOINT_FILE}.tmp"
-            torch.save(checkpoint, tmp)
+            save_checkpoint(checkpoint, tmp)
             tmp.replace(self.dir / CHECKPOINT_FILE)  # atomic: a crash never leaves half a checkpoint
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
         if not self.resume or self.dir is None or not (self.dir / CHECKPOINT_FILE).exists():
             return None
-        return torch.load(self.dir / CHECKPOINT_FILE, weights_only=False)
+        return load_checkpoint(self.dir / CHECKPOINT_FILE)
 
 
 def fit(
@@ -126,7 +127,7 @@ class RayTrainReporter:
             return
         with tempfile.TemporaryDirectory() as d:
             if self.rank == 0:
-                torch.save(checkpoint, Path(d) / CHECKPOINT_FILE)
+                save_checkpoint(checkpoint, Path(d) / CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
             else:
                 ray.train.report(metrics, checkpoint=None)
@@ -138,7 +139,7 @@ class RayTrainReporter:
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:
-            return torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+            return load_checkpoint(Path(d) / CHECKPOINT_FILE)
 
 
 def _quiet_ray_train_reports() -> None:
@@ -202,9 +203,9 @@ def fit_ray(
 ) -> FitResult:
     """Train ``task`` data-parallel on ``cfg.num_workers`` Ray Train workers (see module docstring)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from xlab.track.store import resolve_tracking_uri
+    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
     from xlab.tune.sweep import storage_path
 
     callbacks = []
@@ -233,7 +234,7 @@ def fit_ray(
     t0 = time.perf_counter()
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+        state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
     return FitResult(
         history=state["history"],
         steps_to=state["steps_to"],

@@ -43,6 +43,7 @@ from ray.data import Datasource, ReadTask
 from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from xlab.data.rlds.complete import check_complete
 from xlab.data.rlds.mixture import Mixture, copies_per_window, get_mixture, sampling_rates
 from xlab.data.rlds.schema import RLDSError, RLDSShardError
 from xlab.data.rlds.stats import STATS_FILE
@@ -119,6 +120,7 @@ def plan_local(source: RLDSSource) -> SourcePlan | None:
     info_path = Path(builder_dir) / "dataset_info.json"
     if not info_path.exists():
         raise RLDSError(f"no RLDS dataset at {builder_dir} (dataset_info.json missing)")
+    check_complete(builder_dir)
     info = json.loads(info_path.read_text())
     splits = {s["name"]: s for s in info.get("splits", [])}
     if source.split not in splits:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from xlab.data.rlds.complete import check_complete, is_temp_dir
 from xlab.data.rlds.schema import RLDSError, RLDSShardError, Trajectory, require_tfds
 from xlab.data.rlds.stats import read_statistics
 from xlab.data.rlds.tokenize import ActionTokenizer
@@ -51,7 +52,7 @@ def find_builder_dir(root: str | os.PathLike, name: str, version: str | None = N
         path = base / version
     else:
         versions = sorted(
-            (p for p in base.glob("*") if (p / "dataset_info.json").exists()),
+            (p for p in base.glob("*") if (p / "dataset_info.json").exists() and not is_temp_dir(p)),
             key=lambda p: tuple(int(x) if x.isdigit() else 0 for x in p.name.split(".")),
         )
         if not versions:
@@ -91,7 +92,6 @@ class RLDSDataset:
         num_threads: int | None = None,
         check_shards: bool = True,
     ):
-        tf, tfds = require_tfds()
         self.path = str(path).rstrip("/")
         remote = "://" in self.path
         if not remote and not (Path(self.path) / "dataset_info.json").exists():
@@ -99,6 +99,8 @@ class RLDSDataset:
                 f"no RLDS dataset at {self.path} (dataset_info.json missing); point at the builder directory "
                 "<root>/<name>/<version>, e.g. find_builder_dir(root, name)"
             )
+        check_complete(self.path)  # before TensorFlow loads: an interrupted write is refused
+        tf, tfds = require_tfds()
         try:
             self.builder = tfds.builder_from_directory(self.path)
         except Exception as e:  # TFDS raises many types for a bad directory

@@ -109,6 +109,9 @@ def load_or_compute_statistics(dataset, cache_dir: str | os.PathLike | None = No
     are comparable). The result is written beside the data if that is a writable local directory,
     else under ``cache_dir/<name>/<version>/``.
     """
+    from xlab.data.rlds.complete import check_complete
+
+    check_complete(dataset.path)  # never statistics over a half-written dataset
     stats = read_statistics(dataset.path)
     if stats is not None:
         return stats

@@ -7,7 +7,10 @@ TensorFlow inside the call::
     from xlab.data.rlds import Episode, write_rlds
     builder_dir = write_rlds("/data/rlds", episodes, name="metaworld_pick_place")
     # -> /data/rlds/metaworld_pick_place/0.1.0/{dataset_info.json, features.json,
-    #    metaworld_pick_place-train.tfrecord-00000, ..., dataset_statistics.json}
+    #    metaworld_pick_place-train.tfrecord-00000, ..., dataset_statistics.json, xlab_complete.json}
+
+The write is atomic (:mod:`xlab.data.rlds.complete`): a temporary sibling directory, renamed into
+place once the shards, statistics and completion marker are written.
 
 Each example is one episode ``{steps, episode_metadata}``: step = ``observation{image,
 state, natural_language_instruction, natural_language_embedding}``, ``action`` (the RT-1 dict),
@@ -25,12 +28,13 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xlab.data.rlds.complete import commit, mark_complete, temp_builder_dir
 from xlab.data.rlds.schema import (
     ACTION_SPEC,
     Episode,
@@ -104,12 +108,14 @@ def write_rlds_examples(
     max_episodes_per_shard: int = 100,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    finalize: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write raw RLDS examples (``{"steps": ..., <episode features>}``) with any ``DatasetConfig``.
 
     Output goes to ``data_dir/name/version`` (created; TFDS needs it to exist first), with one
     tfrecord shard per ``max_episodes_per_shard`` episodes. ``metadata`` lands in the dataset's
-    ``metadata.json`` (``builder.info.metadata``). Returns the builder directory.
+    ``metadata.json`` (``builder.info.metadata``). ``finalize(dir)`` adds files (statistics) before the
+    completion marker. The write is atomic (:mod:`xlab.data.rlds.complete`). Returns the builder directory.
     """
     _, tfds = require_tfds()
     from tensorflow_datasets.rlds import rlds_base
@@ -117,27 +123,31 @@ def write_rlds_examples(
     if max_episodes_per_shard < 1:
         raise RLDSError(f"max_episodes_per_shard must be >= 1, got {max_episodes_per_shard}")
     builder_dir = Path(data_dir) / name / version
-    if (builder_dir / "dataset_info.json").exists():
-        if not overwrite:
-            raise RLDSError(
-                f"an RLDS dataset already exists at {builder_dir}; pass overwrite=True to replace it"
-            )
-        shutil.rmtree(builder_dir)  # old shards would otherwise linger next to the new ones
-    builder_dir.mkdir(parents=True, exist_ok=True)
+    if (builder_dir / "dataset_info.json").exists() and not overwrite:
+        raise RLDSError(f"an RLDS dataset already exists at {builder_dir}; pass overwrite=True to replace it")
+    builder_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Written into a temporary sibling, renamed into place once complete (xlab.data.rlds.complete): an
+    # interrupted write never looks like a dataset, and an old one stays until the new one is whole.
+    tmp_dir = temp_builder_dir(builder_dir)
+    tmp_dir.mkdir()
     identity = tfds.core.dataset_info.DatasetIdentity(
-        name=name, version=tfds.core.Version(version), data_dir=str(builder_dir), module_name=""
+        name=name, version=tfds.core.Version(version), data_dir=str(tmp_dir), module_name=""
     )
     info = rlds_base.build_info(ds_config, identity, ds_metadata=dict(metadata) if metadata else None)
     writer = tfds.core.SequentialWriter(info, max_examples_per_shard=max_episodes_per_shard)
     writer.initialize_splits([split])
     try:
+        n = 0
         for example in examples:
             writer.add_examples({split: [example]})
+            n += 1
         writer.close_all()
+        if finalize is not None:
+            finalize(tmp_dir)
+        mark_complete(tmp_dir, episodes=n, split=split, shards=len(list(tmp_dir.glob(f"{name}-{split}.*"))))
+        commit(tmp_dir, builder_dir, overwrite)
     except BaseException:
-        # A half-written dataset would read as valid (its dataset_info.json lists what was
-        # written) and block a retry without overwrite=True: remove it.
-        shutil.rmtree(builder_dir, ignore_errors=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return builder_dir
 
@@ -302,7 +312,7 @@ def write_rlds(
         "action_spec": [[k, n] for k, n in ACTION_SPEC],
     }
     config = xlab_dataset_config(name, image_shape, state_dim, embed_dim, image_encoding, description)
-    builder_dir = write_rlds_examples(
+    return write_rlds_examples(
         path,
         name,
         config,
@@ -312,9 +322,8 @@ def write_rlds(
         max_episodes_per_shard=max_episodes_per_shard,
         metadata={"xlab": meta},
         overwrite=overwrite,
+        finalize=lambda d: write_statistics(d, acc.result(dataset=name, version=version, split=split, xlab=meta)),
     )
-    write_statistics(builder_dir, acc.result(dataset=name, version=version, split=split, xlab=meta))
-    return builder_dir
 
 
 def _chain(first: Episode, rest: Iterator[Episode]) -> Iterator[Episode]:

@@ -20,8 +20,10 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +34,7 @@ from xlab.data.text.clean import Deduplicator, clean_doc
 from xlab.data.text.detect import code_language, natural_language
 from xlab.data.text.extract import _GROFF, extract_docs
 from xlab.data.text.licence import LicenceIndex
-from xlab.data.text.sources import Item, expand_roots, list_items, read_items
+from xlab.data.text.sources import ARCHIVE_ERRORS, FileTooLarge, Item, expand_roots, list_items, read_items
 from xlab.data.text.spec import CorpusSpec, get_spec
 from xlab.errors import XlabError
 
@@ -84,6 +86,19 @@ class _Progress:
                   f"{files} files, {now - self.t0:.0f} s", file=sys.stderr, flush=True)
 
 
+def _extract(method: str, raw: bytes, name: str) -> tuple[list[str], str | None]:
+    """Documents of one file, or ``([], reason)`` when a bad file defeats the extractor (a groff
+    timeout, a file over the byte cap, a damaged or truncated compressed file)."""
+    try:
+        return extract_docs(method, raw, name), None
+    except subprocess.TimeoutExpired:
+        return [], "timeout"
+    except FileTooLarge:
+        return [], "too_large"
+    except (*ARCHIVE_ERRORS, zlib.error, ValueError, UnicodeError):
+        return [], "unreadable"
+
+
 def _batches(order: list[Item], start: int, raw_budget: float) -> tuple[list[Item], int]:
     """Items from ``start`` whose raw sizes add up to about ``raw_budget`` (at least one item)."""
     batch, total, i = [], 0, start
@@ -125,7 +140,8 @@ def build_corpus(
         return out
 
     t0 = time.monotonic()
-    items = list_items(spec, roots)
+    dropped: Counter[str] = Counter()
+    items = list_items(spec, roots, dropped)
     if not items:
         raise _missing_error(spec, roots, f"no {spec.language} files of this corpus found")
     rng = random.Random(seed)
@@ -134,7 +150,6 @@ def build_corpus(
 
     licences = LicenceIndex(spec.licence)
     dedup = Deduplicator()
-    dropped: Counter[str] = Counter()
     texts: list[str] = []
     srcs: list[str] = []
     lics: list[str] = []
@@ -150,7 +165,7 @@ def build_corpus(
             yield_ratio = total / raw_read if raw_read and total else 1.0
             raw_budget = min(64e6, max(256e3, 1.3 * (max_bytes - total) / max(yield_ratio, 0.05)))
             batch, start = _batches(order, start, raw_budget)
-            contents = read_items(batch)
+            contents = read_items(batch, dropped)
             present = [it for it in batch if it in contents or spec.extract == "dictd"]
             # Extract in small chunks so an expensive extractor (groff) stops soon after the budget.
             for c0 in range(0, len(present), 8 * n_workers):
@@ -162,12 +177,12 @@ def build_corpus(
                         < spec.max_collection_share * max_bytes]
                 dropped["collection_cap"] += len(chunk) - len(keep)
                 chunk, raws = [chunk[i] for i in keep], [raws[i] for i in keep]
-                extracted = pool.map(lambda it, raw: extract_docs(spec.extract, raw, it.name), chunk, raws)
-                for it, docs in zip(chunk, extracted, strict=True):
+                extracted = pool.map(lambda it, raw: _extract(spec.extract, raw, it.name), chunk, raws)
+                for it, (docs, failure) in zip(chunk, extracted, strict=True):
                     files_read += 1
                     raw_read += max(it.size, 1)
                     if not docs:
-                        dropped["unreadable"] += 1
+                        dropped[failure or "unreadable"] += 1
                     if len(docs) > 1:
                         rng.shuffle(docs)
                     col = licences.collection(it.path)

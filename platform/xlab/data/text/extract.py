@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import gettext
-import gzip
 import html.parser
 import io
 import os
@@ -218,13 +217,19 @@ def dictd_docs(dict_bytes: bytes, index_text: str, *, entries_per_doc: int = 50)
     return ["\n\n".join(entries[i: i + entries_per_doc]) + "\n" for i in range(0, len(entries), entries_per_doc)]
 
 
+DICTD_CAP_FACTOR = 8
+
+
 def read_dictd(path: str) -> list[str]:
     """Documents of the dictd dictionary at ``path`` (``X.dict`` or ``X.dict.dz``; ``X.index`` beside it)."""
     base = path[: -len(".dict.dz")] if path.endswith(".dict.dz") else path[: -len(".dict")]
+    from xlab.data.text.sources import MAX_FILE_BYTES, gunzip_capped, read_capped
+
+    cap = DICTD_CAP_FACTOR * MAX_FILE_BYTES  # one file holds the whole dictionary
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = read_capped(f, cap)
     if path.endswith(".dz"):
-        raw = gzip.decompress(raw)
+        raw = gunzip_capped(raw, cap)
     with open(base + ".index", encoding="utf-8", errors="replace") as f:
         index = f.read()
     return dictd_docs(raw, index)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from pathlib import Path
 
 from xlab.errors import XlabError
@@ -40,9 +41,10 @@ def _with_text(dd, ref: str):
 
 
 def _split_of(path: str) -> str:
-    base = os.path.basename(path).lower()
+    """The split a data file's name says, by whole words (``wiki_test.jsonl``; not ``latest.jsonl``)."""
+    words = re.split(r"[^a-z0-9]+", os.path.basename(path).lower())
     for word, split in _SPLIT_WORDS.items():
-        if word in base:
+        if word in words:
             return split
     return "train"
 

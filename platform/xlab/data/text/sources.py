@@ -5,6 +5,10 @@ A root is a directory (walked, symlinks not followed), a plain file, or an archi
 files of one corpus (programming language by extension/shebang/modeline, manual pages by section
 suffix, info manuals, ``.mo`` catalogs, ...); :func:`read_items` reads a batch of them, one pass
 per tar archive (tar members have no random access).
+
+Bad files never stop a build: an archive that cannot be listed or read counts as
+``corrupt_archive``, a file over :data:`MAX_FILE_BYTES` (after decompression: a gzip bomb is cut off
+while reading) as ``too_large``, an unreadable file as ``unreadable`` (the ``dropped`` counters).
 """
 
 from __future__ import annotations
@@ -13,17 +17,51 @@ import dataclasses
 import glob
 import gzip
 import hashlib
+import io
 import json
+import lzma
 import os
 import re
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 
 from xlab.data.text.detect import code_language, path_natural_language
 from xlab.data.text.spec import CorpusSpec
+
+MAX_FILE_BYTES = 64 * 2**20
+"""Most bytes read from one file, after decompression (corpora drop documents over ~1 MB anyway)."""
+# What a damaged archive or compressed file raises while it is read (bz2 raises OSError).
+ARCHIVE_ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
+                  NotImplementedError, RuntimeError)
+Dropped = MutableMapping[str, int]
+
+
+class FileTooLarge(ValueError):
+    """A file holds more than the byte cap once decompressed."""
+
+
+def _count(dropped: Dropped | None, reason: str, n: int = 1) -> None:
+    if dropped is not None and n:
+        dropped[reason] = dropped.get(reason, 0) + n
+
+
+def read_capped(f: io.RawIOBase | io.BufferedIOBase | gzip.GzipFile, cap: int) -> bytes:
+    """At most ``cap`` bytes of the stream ``f``; :class:`FileTooLarge` if it holds more."""
+    data = f.read(cap + 1)
+    if len(data) > cap:
+        raise FileTooLarge(f"over {cap} bytes")
+    return data
+
+
+def gunzip_capped(raw: bytes, cap: int) -> bytes:
+    """``raw`` gunzipped, reading at most ``cap`` bytes (a decompression bomb stops there)."""
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+        return read_capped(g, cap)
+
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 _MAN_NAME = re.compile(r"\.[1-9][a-z0-9+]*(?:\.gz)?$", re.I)
@@ -133,6 +171,14 @@ def _archive_members(path: str) -> Iterator[tuple[str, int]]:
     yield from _tar_index(path)
 
 
+def _archive_members_or_none(path: str, dropped: Dropped | None) -> list[tuple[str, int]]:
+    try:
+        return list(_archive_members(path))
+    except ARCHIVE_ERRORS:
+        _count(dropped, "corrupt_archive")
+        return []
+
+
 def _tar_index(path: str) -> list[tuple[str, int]]:
     """(member, size) of the regular files of a tar archive, cached per archive (path, size, mtime):
     listing a compressed tar means decompressing all of it (minutes for the kernel sources)."""
@@ -155,12 +201,14 @@ def _tar_index(path: str) -> list[tuple[str, int]]:
     return members
 
 
-def list_items(spec: CorpusSpec, roots: Sequence[str]) -> list[Item]:
-    """Every file under ``roots`` that belongs to ``spec``, sorted (the order the seed shuffles)."""
+def list_items(spec: CorpusSpec, roots: Sequence[str], dropped: Dropped | None = None) -> list[Item]:
+    """Every file under ``roots`` that belongs to ``spec``, sorted (the order the seed shuffles).
+
+    An archive that cannot be listed adds one to ``dropped["corrupt_archive"]`` and gives no items."""
     items: set[Item] = set()
     for root in roots:
         if os.path.isfile(root) and is_archive(root) and spec.extract != "dictd":
-            for member, size in _archive_members(root):
+            for member, size in _archive_members_or_none(root, dropped):
                 if accepts(spec, "/" + member) is True:
                     items.add(Item(root, member, size))
             continue
@@ -176,38 +224,63 @@ def list_items(spec: CorpusSpec, roots: Sequence[str]) -> list[Item]:
 
 
 def _maybe_gunzip(name: str, raw: bytes) -> bytes:
+    """``raw``, gunzipped (at most :data:`MAX_FILE_BYTES`) for a ``.gz`` name; a broken gzip gives b""."""
     if name.endswith(".gz") and raw[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError):
+            return gunzip_capped(raw, MAX_FILE_BYTES)
+        except (OSError, EOFError, zlib.error):
             return b""
     return raw
 
 
-def read_items(items: Sequence[Item]) -> dict[Item, bytes]:
-    """Contents of ``items`` (``.gz`` files decompressed); unreadable files are left out."""
+def _read_file(it: Item) -> bytes:
+    with open(it.path, "rb") as f:
+        return _maybe_gunzip(it.path, read_capped(f, MAX_FILE_BYTES))
+
+
+def read_items(items: Sequence[Item], dropped: Dropped | None = None) -> dict[Item, bytes]:
+    """Contents of ``items`` (``.gz`` files decompressed); files that cannot be read are left out and
+    counted in ``dropped`` (``unreadable``, ``too_large`` over :data:`MAX_FILE_BYTES`, ``corrupt_archive``)."""
     out: dict[Item, bytes] = {}
     by_archive: dict[str, list[Item]] = {}
     for it in items:
         if it.member is None:
             try:
-                with open(it.path, "rb") as f:
-                    out[it] = _maybe_gunzip(it.path, f.read())
+                out[it] = _read_file(it)
+            except FileTooLarge:
+                _count(dropped, "too_large")
             except OSError:
-                continue
+                _count(dropped, "unreadable")
         else:
             by_archive.setdefault(it.path, []).append(it)
     for archive, members in by_archive.items():
         wanted = {m.member: m for m in members}
-        if archive.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                for name, it in wanted.items():
-                    out[it] = _maybe_gunzip(name, zf.read(name))
-            continue
-        with tarfile.open(archive, "r|*") as tf:  # one streaming pass for the whole batch
-            for m in tf:
-                if m.name in wanted:
-                    f = tf.extractfile(m)
-                    if f is not None:
-                        out[wanted[m.name]] = _maybe_gunzip(m.name, f.read())
+        seen: set[str] = set()
+        try:
+            for name, f in _open_members(archive, wanted):
+                seen.add(name)
+                try:
+                    out[wanted[name]] = _maybe_gunzip(name, read_capped(f, MAX_FILE_BYTES))
+                except FileTooLarge:
+                    out.pop(wanted[name], None)
+                    _count(dropped, "too_large")
+        except ARCHIVE_ERRORS:
+            pass  # a damaged archive: what was read stays, the rest is counted below
+        _count(dropped, "corrupt_archive", len(wanted) - len(seen))
     return out
+
+
+def _open_members(archive: str, wanted: dict) -> Iterator[tuple[str, io.BufferedIOBase]]:
+    """(name, open stream) of the ``wanted`` members of ``archive``, in archive order."""
+    if archive.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for name in wanted:
+                with zf.open(name) as f:
+                    yield name, f
+        return
+    with tarfile.open(archive, "r|*") as tf:  # one streaming pass for the whole batch
+        for m in tf:
+            if m.name in wanted:
+                f = tf.extractfile(m)
+                if f is not None:
+                    yield m.name, f
