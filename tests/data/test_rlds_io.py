@@ -245,13 +245,16 @@ def fractal_layout_through_loader(tmp: Path) -> None:
 
     # Windows: the stored 512-d USE embedding is foreign, so "auto" recomputes one in our space.
     tok = ActionTokenizer()
+    # One window per step but the last (its action is not valid in RLDS): episodes of 6, 3, 8 steps.
     cols = list(iter_windows(ds, window=4, tokenizer=tok, embedding_backend="hash-fallback"))
-    assert [c["image"].shape for c in cols] == [(6, 4, 64, 80, 3), (3, 4, 64, 80, 3), (8, 4, 64, 80, 3)]
-    assert cols[0]["embedding"].shape == (6, 384) and cols[2]["episode"][0] == 2
+    assert [c["image"].shape for c in cols] == [(5, 4, 64, 80, 3), (2, 4, 64, 80, 3), (7, 4, 64, 80, 3)]
+    assert cols[0]["embedding"].shape == (5, 384) and cols[2]["episode"][0] == 2
     assert cols[0]["dataset"][0] == "fractal20220817_data"
-    np.testing.assert_array_equal(cols[1]["tokens"], tok.tokenize(trajs[1].actions))
+    np.testing.assert_array_equal(cols[1]["tokens"], tok.tokenize(trajs[1].actions)[:-1])
+    every = list(iter_windows(ds, window=4, tokenizer=tok, embedding_backend="hash-fallback", drop_last=False))
+    assert [len(c["step"]) for c in every] == [6, 3, 8]
     stored = next(iter_windows(ds, window=2, embedding="stored"))
-    assert stored["embedding"].shape == (6, 512)
+    assert stored["embedding"].shape == (5, 512)
 
     # A renamed copy keeps the transform of the layout it was written in.
     renamed = open_rlds(path, name="fractal_subset")

@@ -100,7 +100,8 @@ def test_mixture_streams_tokenized_windows_into_torch_batches(rlds_dirs):
         counts += np.bincount(batch["dataset_id"].numpy(), minlength=3)
         n_rows += b
 
-    windows = {n: e * t for n, (e, t) in SIZES.items()} | {"fractal20220817_data": sum(FRACTAL_EPISODES)}
+    windows = {n: e * (t - 1) for n, (e, t) in SIZES.items()} | {
+        "fractal20220817_data": sum(t - 1 for t in FRACTAL_EPISODES)}
     total = sum(windows.values())
     # One pass has about as many rows as the data has windows, shared out by weight.
     assert abs(n_rows - total) < 0.15 * total, (n_rows, total)
@@ -132,9 +133,10 @@ def test_sampling_is_deterministic_by_seed_and_varies_by_epoch(rlds_dirs):
     first = rows(seed=3)
     assert rows(seed=3) == first
     assert rows(seed=3, epoch=1) != first
-    # sim_push: rate = 3/4 * 160 windows / 40 windows = 3 exactly, so every push window appears 3 times.
+    # sim_push: rate = 3/4 * 160 steps / 40 steps = 3 exactly, so every push window appears 3 times; its
+    # 4 episodes of 10 steps have 9 windows each (none ends on the last step, whose action is not valid).
     push = [r for r in first if r[0] == 1]
-    assert len(push) == 3 * 40 and len(set(push)) == 40
+    assert len(push) == 3 * 36 and len(set(push)) == 36
 
 
 def test_bad_mixture_is_a_user_error(rlds_dirs):
