@@ -49,7 +49,8 @@ def test_cross_embodiment_sweep_end_to_end(ray_local, mlflow_uri, tmp_path):
     cfg = apply_overrides(xe.PRESETS["smoke"], {
         "data.dataset_dirs": dirs, "data.embedding_backend": "hash-fallback", "data.shuffle_buffer": 32,
         "policy.image_size": 32, "train.steps": 20, "train.batch_size": 8, "train.log_every": 10,
-        "train.checkpoint_every": 20, "experiment.weights": [1.0, 0.0], "experiment.episodes": 2,
+        "train.checkpoint_every": 20, "train.warmup_steps": 5, "experiment.weights": [1.0, 0.0],
+        "experiment.seeds": [0], "experiment.episodes": 2,
         "experiment.eval_tasks": ["xlab/fetch-reach-v0", "xlab/sawyer-reach-v0"],
     })
     out = xe.main(cfg)
