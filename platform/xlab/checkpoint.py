@@ -1,6 +1,6 @@
 """Checkpoints that hold data only: tensors, numbers, strings, lists, tuples and dicts.
 
-``torch.load(weights_only=False)`` runs whatever a pickle says, so a checkpoint from a shared bucket,
+A full unpickling ``torch.load`` runs whatever a pickle says, so a checkpoint from a shared bucket,
 an MLflow artifact or a teammate's ``resume_from`` could run code on load. Every xlab checkpoint is
 written with :func:`save_checkpoint` (which refuses anything that is not plain data, e.g. a config
 dataclass: pass ``dataclasses.asdict(cfg)``) and read with :func:`load_checkpoint`
