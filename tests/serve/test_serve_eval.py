@@ -115,7 +115,9 @@ def test_killed_simulator_and_killed_replica_are_recovered(server, pool):
     results, stats = run_episodes(pool, specs, on_group_done=chaos, max_attempts=4)
     assert fired == ["sim", "replica"]
     assert len(results) == 9 and all(r.status == "ok" for r in results), stats.events
-    assert all(r.steps == 6 for r in results)
+    # Every episode ran to its horizon, or ended early because the (untrained) policy hit the goal.
+    assert all(r.steps == 6 or (r.success and 1 <= r.steps < 6) for r in results), [(r.steps, r.success)
+                                                                                     for r in results]
     assert stats.simulator_crashes == 1 and stats.retried_episodes >= 1
     assert stats.server_retries >= 1 or any(r.attempts > 1 for r in results)
     assert stats.failed_episodes == 0
