@@ -217,7 +217,6 @@ def _fault_hook(cfg: FaultConfig, server_app: str | None) -> Any:
 def main(cfg: Config) -> dict:
     import numpy as np
     import pandas as pd
-    from rich import print as rprint
 
     from xlab.serve import (
         SimulatorPool,
@@ -336,11 +335,11 @@ def main(cfg: Config) -> dict:
         shown = table[table.level != "task"] if len(tasks) > 8 else table
         print(shown[["controller", "level", "name", "episodes", "success_rate", "ci_low", "ci_high", "failed",
                      "retried"]].round(2).to_string(index=False))
-        rprint(f"[eval_policy] {stats.episodes} episodes in {stats.seconds:.0f}s ({stats.steps_per_s:.0f} env steps/s), "
+        print(f"[eval_policy] {stats.episodes} episodes in {stats.seconds:.0f}s ({stats.steps_per_s:.0f} env steps/s), "
                f"retried {stats.retried_episodes}, failed {stats.failed_episodes}"
                + (f", mean server batch {server_stats['mean_batch']:.1f}" if server_stats else ""))
         for e in stats.events:
-            rprint(f"[eval_policy] {e}")
+            print(f"[eval_policy] {e}")
         return {"run_id": run.info.run_id, "table": table, "metrics": metrics, "stats": stats}
 
 

@@ -28,6 +28,10 @@ def test_console_worthy_keeps_xlab_lines_and_drops_library_noise():
         "\x1b[A\x1b[A",
         "\x1b[A\x1b[A\x1b[36m(SplitCoordinator pid=8341)\x1b[0m [dataset]: A new progress UI is available.",
         "   ",
+        "2026/12/03 08:13:36 WARNING mlflow.pyfunc: Passing a Python object as `python_model` causes it",
+        "  color_warning(",  # the source line Python prints under a warning
+        "Registered model 'rt1x-policy' already exists. Creating a new version of this model...",
+        "Created version '5' of model 'rt1x-policy'.",
     ]
     for line in drop:
         assert console_worthy(line) is None, line

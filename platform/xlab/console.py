@@ -35,7 +35,8 @@ _RAY_PREFIX = re.compile(r"^\((?:[^()]|\([^()]*\))*?pid=\d+[^)]*\)\s?")
 _OWN_LINE = re.compile(r"^\[[a-z][a-z0-9_\-.]*\] ")
 # Log records and banners of the libraries under a job: never a person's business on the terminal.
 _NOISE = re.compile(
-    r"^(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d|[IWEF]\d{4} \d\d:\d\d|(?:INFO|WARNING|DEBUG|ERROR)[: ]|"
+    r"^(?:\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d:\d\d|[IWEF]\d{4} \d\d:\d\d|(?:INFO|WARNING|DEBUG|ERROR)[: ]|"
+    r"Registered model '|Created version '|\s+[A-Za-z_][\w.]*\($|"  # MLflow's registry; a warning's source line
     r"WARNING: All log messages before absl|.*oneDNN|.*TF_ENABLE_ONEDNN_OPTS|.*tensorflow|.*cuda|"
     r".*Failed to query Ray Train|.*\bRunning\b.*\bDataset\b|.*it/s\]|.*\bLoading weights\b|"
     r"Trial |\s*warnings\.warn|.*Warning:|.*\d%\||.*\(raylet\)|.*\(autoscaler\))"

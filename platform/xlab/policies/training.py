@@ -52,6 +52,10 @@ class DataConfig:
     """Rows in each worker's local shuffle buffer (0: no extra shuffle)."""
     drop_last: bool = True
     """Drop the window ending on each episode's last step (its action is not valid in RLDS; RT-1-X's notebook)."""
+    cache: bool = False
+    """Decode the windows once and keep them in Ray's object store for every epoch, instead of reading the
+    RLDS files again each epoch. For mixtures that fit in memory (the demo's ~8k windows at 64 px take
+    ~200 MB): decoding costs ~2.5 ms of CPU per window, about as much as a training step of rt1x-demo."""
 
     def __post_init__(self) -> None:
         check(len(self.dataset_dirs) >= 1, "data.dataset_dirs", "name at least one RLDS dataset directory")
@@ -246,6 +250,8 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
         embedding_backend=encoder_record(data.embedding_backend)["name"],  # one encoder for the whole mixture
         chunk=int(policy.action_chunk), drop_last=data.drop_last, state_dim=int(policy.state_dim),
     )
+    if data.cache:
+        ds = ds.materialize()  # every epoch reads the same draw of the mixture, so nothing changes but speed
     return ds, names, dirs
 
 
