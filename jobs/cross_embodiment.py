@@ -72,6 +72,7 @@ PRESETS = {
     # The demo recipe (train_policy --preset demo: rt1x-demo, chunks, augmentation, cosine) at 1,500 steps
     # per policy, on the demo data (collect_demos --preset demo), 3 weights x 3 seeds.
     "smoke": Config(
+        data=DataConfig(shuffle_buffer=2048, cache=True),
         policy=PolicyConfig(preset="rt1x-demo"),
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
         # 0.45 CPU per worker: the Tune trial holds 0.1, and a Ray Data read task needs a whole CPU

@@ -59,19 +59,19 @@ class ExperimentConfig:
         check(len(self.seeds) >= 1, "experiment.seeds", "give at least one seed")
 
 
-def _recipe() -> tuple[PolicyConfig, OptimConfig, PolicyTrainConfig]:
+def _recipe() -> tuple[DataConfig, PolicyConfig, OptimConfig, PolicyTrainConfig]:
     from jobs.train_policy import PRESETS
 
     demo = PRESETS["demo"]
-    return demo.policy, demo.optim, demo.train
+    return demo.data, demo.policy, demo.optim, demo.train
 
 
 @dataclasses.dataclass
 class Config(JobConfig):
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    policy: PolicyConfig = dataclasses.field(default_factory=lambda: _recipe()[0])
-    optim: OptimConfig = dataclasses.field(default_factory=lambda: _recipe()[1])
-    train: PolicyTrainConfig = dataclasses.field(default_factory=lambda: _recipe()[2])
+    data: DataConfig = dataclasses.field(default_factory=lambda: _recipe()[0])
+    policy: PolicyConfig = dataclasses.field(default_factory=lambda: _recipe()[1])
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: _recipe()[2])
+    train: PolicyTrainConfig = dataclasses.field(default_factory=lambda: _recipe()[3])
     experiment: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
 
 
@@ -79,12 +79,12 @@ PRESETS = {
     # Every variant once, 1,500 steps (half the demo's), no evaluation during training: ~4 min a trial alone.
     "smoke": Config(
         # 0.45 CPU per worker: the Tune trial holds 0.1 and a Ray Data read task a whole CPU (cross_embodiment).
-        train=dataclasses.replace(_recipe()[2], steps=1500, eval_every=0, cpus_per_worker=0.45),
+        train=dataclasses.replace(_recipe()[3], steps=1500, eval_every=0, cpus_per_worker=0.45),
         experiment=ExperimentConfig(episodes=10),
     ),
     # The demo's full length, three seeds, 20 episodes per task.
     "paper": Config(experiment=ExperimentConfig(seeds=(0, 1, 2), episodes=20),
-                    train=dataclasses.replace(_recipe()[2], eval_every=0, cpus_per_worker=0.45)),
+                    train=dataclasses.replace(_recipe()[3], eval_every=0, cpus_per_worker=0.45)),
 }
 KEY_METRICS = ["success/mean"]
 

@@ -65,7 +65,7 @@ PRESETS = {
         # Three Sawyer tasks and one Fetch task, each with ~2,000 steps of demonstrations: equal steps per task.
         # A shuffle buffer of ~2,000 windows: Ray Data streams the datasets shard by shard, and with 256 the
         # batches alternated between long runs of Sawyer and of Fetch windows (the loss swung 0.64 <-> 0.96).
-        data=DataConfig(weights=(3.0, 1.0), shuffle_buffer=2048),
+        data=DataConfig(weights=(3.0, 1.0), shuffle_buffer=2048, cache=True),
         policy=PolicyConfig(preset="rt1x-demo"),
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
         train=TrainConfig(steps=2600, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,

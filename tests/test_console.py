@@ -47,12 +47,16 @@ def test_capture_sends_everything_to_the_log_and_filtered_lines_to_the_terminal(
             print("2026-12-03 06:00:00,123\\tINFO worker.py:1 -- noise")
             os.write(2, b"I0000 00:00:1 port.cc:153] oneDNN custom operations are on.\\n")
             print("[job] stage one")  # a duplicate in a row is shown once
+            print("[job] step 2")
+            print("[job] step 1 eval")
+            print("[job] step 2")  # Ray's log monitor repeats a pair of worker lines, interleaved
+            print("[job] step 1 eval")
             print("[job] done")
         print("after")
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["[job] stage one", "[job] done", "after"]
+    assert out.stdout.splitlines() == ["[job] stage one", "[job] step 2", "[job] step 1 eval", "[job] done", "after"]
     text = log.read_text()
     assert "INFO worker.py" in text and "oneDNN" in text and text.count("[job] stage one") == 2

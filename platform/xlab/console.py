@@ -20,6 +20,7 @@ logged to MLflow by :func:`xlab.track.run.job_run`'s caller. Nothing is lost: it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -61,7 +62,10 @@ def _pump(read_fd: int, log_file: Path, terminal: int, show_all: bool) -> None:
 
     It must never stop reading: a full pipe would block every writer of the process.
     """
-    last = None
+    # Ray's log monitor now and then forwards a worker's lines twice, interleaved (seen: "step 1250",
+    # "success at step 1000", "step 1250", "success at step 1000"): a line equal to one of the last few shown
+    # is a repeat. xlab's own lines carry steps or counts, so they do not repeat legitimately this soon.
+    recent: collections.deque[str] = collections.deque(maxlen=8)
     with open(read_fd, "rb", buffering=0) as pipe, open(log_file, "ab", buffering=0) as log:
         pending = b""
         while True:
@@ -78,9 +82,9 @@ def _pump(read_fd: int, log_file: Path, terminal: int, show_all: bool) -> None:
                 try:
                     text = raw.decode("utf-8", errors="replace")
                     shown = text if show_all else console_worthy(text.split("\r")[-1])
-                    if shown is None or shown == last:
+                    if shown is None or (shown in recent and shown.strip()):
                         continue
-                    last = shown
+                    recent.append(shown)
                     os.write(terminal, (shown + "\n").encode())
                 except Exception:  # noqa: BLE001 - the terminal may be gone; the log still gets everything
                     continue
