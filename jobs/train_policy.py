@@ -10,7 +10,7 @@ bounds and the datasets' ``dataset_statistics.json``) and registers it as
 
     xlab run collect_demos --preset smoke            # first: writes data/rlds/xlab_{sawyer,fetch}/0.1.0
     xlab run train_policy --preset smoke             # rt1x-tiny, 48 px, 2 CPU workers, 600 steps (~1 min)
-    xlab run train_policy --preset demo              # what `make demo` trains: rt1x-demo, 2,600 steps, @best-sim
+    xlab run train_policy --preset demo              # what `make demo` trains: rt1x-demo, 4,000 steps, @best-sim
     xlab run train_policy --preset paper             # rt1x (RT-1-X's JAX setting) on GPU workers
     xlab run train_policy --train.steps 1000 --optim.name adopt --data.weights 1 3
 """
@@ -60,7 +60,8 @@ PRESETS = {
     # `make demo` on 2 CPU cores (after `collect_demos --preset demo`): the recipe that measured best (README's
     # ablation): rt1x-demo (64 px, 2 frames, 4-step action chunks), random-shift augmentation, AdamW with
     # warm-up and cosine decay; success in simulation every 1,000 steps, the best registered as @best-sim.
-    # 2,600 steps: ~8 min here, so that the whole demo fits in 12 minutes on 2 cores.
+    # 4,000 steps: the windows are decoded once (data.cache), so a step costs what the model costs; ~6 min on
+    # 2 quiet cores, so that the whole demo fits in 12 minutes.
     "demo": Config(
         # Three Sawyer tasks and one Fetch task, each with ~2,000 steps of demonstrations: equal steps per task.
         # A shuffle buffer of ~2,000 windows: Ray Data streams the datasets shard by shard, and with 256 the
@@ -68,7 +69,7 @@ PRESETS = {
         data=DataConfig(weights=(3.0, 1.0), shuffle_buffer=2048, cache=True),
         policy=PolicyConfig(preset="rt1x-demo"),
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
-        train=TrainConfig(steps=2600, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,
+        train=TrainConfig(steps=4000, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,
                           checkpoint_every=500, lr_schedule="cosine", warmup_steps=100, augment_shift=4,
                           eval_every=1000, eval_episodes=5, eval_tasks=DEMO_TASKS, eval_cpus=0.25),
     ),
