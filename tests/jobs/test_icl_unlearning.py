@@ -113,5 +113,7 @@ def test_smoke_study_lora_and_full_trials_unlearn(ray_local, mlflow_uri):
         after = table.loc[("full", split, "after")]
         assert after.forget_acc >= 0.3 and after.retain_acc >= 0.3
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
-    assert {"results.json", "forget_retain.png", "logit_lens.png", "facts.json", "subject_model"} <= artifacts
+    assert {"results.json", "forget_retain.png", "logit_lens.png", "facts.json"} <= artifacts
+    # the subject is an MLflow logged model (not a run artifact), tagged on the run; the trials loaded it
+    assert parent.data.tags["xlab.subject_model"] == f"runs:/{parent.info.run_id}/subject_model"
     assert "lora/in/forget_acc" in parent.data.metrics

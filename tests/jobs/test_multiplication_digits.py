@@ -76,7 +76,8 @@ def test_smoke_study_first_digit_beats_last_digit(ray_local, mlflow_uri):
     assert len(out["table"]) == 25
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"heatmap_confidence.png", "heatmap_accuracy.png", "heatmap_mc_dropout.png", "cells.json",
-            "records.json", "subject_model", "mc_active_sites.json"} <= artifacts
+            "records.json", "mc_active_sites.json"} <= artifacts
+    assert run.data.tags["xlab.subject_model"] == out["model"] == f"runs:/{run.info.run_id}/subject_model"
 
 
 @pytest.mark.slow
@@ -92,4 +93,4 @@ def test_any_model_by_path(ray_local, mlflow_uri, tmp_path):
                                                  "data.eval_per_cell": 2, "eval.mc_passes": 2})
     out = job.main(cfg)
     assert out["model"] == str(tmp_path / "rand") and len(out["table"]) == 4
-    assert "subject_model" not in {a.path for a in mlflow.MlflowClient().list_artifacts(out["run_id"])}
+    assert "xlab.subject_model" not in mlflow.get_run(out["run_id"]).data.tags  # nothing trained, nothing logged
