@@ -62,3 +62,26 @@ def test_bad_values_name_the_field():
             apply_overrides(SubjectConfig(), {key: value})
     with pytest.raises(XlabError, match="model.n_head"):
         subject_lm(SubjectConfig(d_model=30, n_head=4), texts=TEXTS)
+
+
+@pytest.mark.slow  # ~30 s: a Ray worker imports transformers (the jobs' end-to-end slow tests take this path too)
+def test_a_logged_subject_loads_by_its_uri_in_a_ray_worker(ray_local, mlflow_uri):
+    """What the jobs do: log the trained subject, then Ray tasks / Tune trials load it by URI."""
+    import mlflow
+    import ray
+
+    from xlab.lm.subject import log_subject
+
+    cfg = SubjectConfig(arch="gpt_neox", vocab_size=300)
+    model, tok = subject_lm(cfg, texts=TEXTS)
+    with mlflow.start_run() as run:
+        uri = log_subject(model, tok, cfg)
+    assert uri == f"runs:/{run.info.run_id}/subject_model"
+    assert mlflow.get_run(run.info.run_id).data.tags["xlab.subject_model"] == uri
+
+    @ray.remote(num_cpus=0.5)
+    def load(ref: str) -> tuple[str, int]:
+        m, t = subject_lm(SubjectConfig(ref=ref))
+        return type(m).__name__, len(t)
+
+    assert ray.get(load.remote(uri)) == ("GPTNeoXForCausalLM", len(tok))
