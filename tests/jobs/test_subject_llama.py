@@ -29,13 +29,15 @@ def test_lang_neurons():
     from jobs import lang_neurons as job
     from xlab.analysis.lang_neurons import unit_layout, unit_responses
 
-    cfg = parse_job_config("lang_neurons", [*LLAMA, "--train.steps", "5", "--data.per_language", "4",
-                                            "--data.train_per_language", "8"])
-    scored, train = job.load_sentences(cfg)
-    model, tok = job.subject(cfg, train)
+    cfg = parse_job_config("lang_neurons", [*LLAMA, "--train.steps", "5", "--subject.vocab_size", "300"])
+    # A few sentences stand in for the gettext catalogs (tests/jobs/test_lang_neurons_job.py reads those).
+    texts = ["The file could not be opened.", "Die Datei konnte nicht geöffnet werden.",
+             "Le fichier n'a pas pu être ouvert.", "No se pudo abrir el archivo.", "无法打开文件。",
+             "ファイルを開けませんでした。"] * 10
+    model, tok = job.subject(cfg, texts)
     assert _is_llama(model)
     layout = unit_layout(model)
-    resp = unit_responses(model, tok, [s.text for s in scored[:6]], layout, max_length=32)
+    resp = unit_responses(model, tok, texts[:6], layout, max_length=32)
     assert resp.shape == (6, layout.n_units) and layout.n_units > 0
 
 
