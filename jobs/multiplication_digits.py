@@ -30,6 +30,7 @@ from typing import Literal
 
 from xlab.config import JobConfig, check
 from xlab.lm.loop import LMTrainConfig
+from xlab.lm.models import SIZES
 from xlab.lm.subject import SubjectConfig as LMSubjectConfig
 
 
@@ -100,8 +101,9 @@ class Config(JobConfig):
         check(1 <= self.data.max_digits <= 9, "data.max_digits", f"must be in 1..9, got {self.data.max_digits}")
         check(self.data.eval_per_cell >= 1, "data.eval_per_cell", f"must be >= 1, got {self.data.eval_per_cell}")
         need = 4 * self.data.max_digits + 8  # "a * b = " + product + EOS
-        check(not self.subject.trains or self.subject.n_ctx >= need, "subject.n_ctx",
-              f"must be >= {need} for {self.data.max_digits}-digit operands")
+        ctx = self.subject.n_ctx or SIZES[self.subject.size]["n_ctx"]  # 0: the size preset's
+        check(not self.subject.trains or ctx >= need, "subject.n_ctx",
+              f"must be >= {need} for {self.data.max_digits}-digit operands, got {ctx}")
         check(self.train.block_size >= need, "train.block_size", f"must be >= {need} for {self.data.max_digits}-digit operands")
 
 
