@@ -1,7 +1,7 @@
 # xlab: two commands set everything up on a fresh machine.
 #   make demo   create .venv, install, run the main job on embedded defaults
 #   make test   create .venv if needed, run the default test suite (< 15 min on 2 cores)
-# Also: make test-slow (tests marked slow), make lint, make bench (all benchmarks), make ui.
+# Also: make test-slow (tests marked slow), make lint, make bench (all benchmarks), make ui, make docs.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -13,6 +13,8 @@ export RAY_AUTH_MODE ?= token
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 export RAY_USAGE_STATS_ENABLED := 0
+# mkdocs-material prints a multi-line notice about its successor on every build unless told not to.
+export NO_MKDOCS_2_WARNING := 1
 # Ray job drivers and workers started from here run `python`: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -22,7 +24,7 @@ SYSTEM_PACKAGES := git libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 # Training seed of `make demo` (the README's table is over SEED=0, 1, 2).
 SEED ?= 0
 
-.PHONY: demo test test-slow test-all lint bench ui sysdeps venv clean corpora
+.PHONY: demo test test-slow test-all lint bench ui docs sysdeps venv clean corpora
 
 venv: $(STAMP)
 
@@ -58,6 +60,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
+
+# The documentation site (mkdocs, material theme) from docs/ into site/; strict: broken links fail.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+	@echo "Open site/index.html, or serve it: $(BIN)/mkdocs serve"
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -30,9 +30,8 @@ from typing import Literal
 
 from xlab.config import JobConfig, check
 from xlab.optim import OptimConfig
+from xlab.prune.study import TicketConfig
 from xlab.train import TrainConfig
-
-Variant = Literal["dense", "ticket", "random", "snip", "grasp", "synflow", "same_norm", "no_wd", "memorization"]
 
 
 @dataclasses.dataclass
@@ -51,33 +50,6 @@ class DataConfig:
 @dataclasses.dataclass
 class ModelConfig:
     name: Literal["ticket-mlp", "ticket-transformer", "ticket-image-mlp"] = "ticket-mlp"
-
-
-@dataclasses.dataclass
-class TicketConfig:
-    variant: Variant = "ticket"
-    """What one stage-2 trial trains (set by the sweep)."""
-    rate: float = 0.6
-    """Fraction of weights pruned (the authors' `sparsity` 0.4 = fraction kept = rate 0.6)."""
-    scope: Literal["global", "layer"] = "global"
-    variants: tuple[Variant, ...] = ("ticket", "random", "same_norm", "snip", "grasp", "synflow", "no_wd",
-                                     "memorization")
-    max_steps: int = 0
-    """Step cap of stage-2 trials (0 = train.steps); baselines that never grok run to this cap."""
-    memorization_step: int = 2000
-    """Dense step whose weights give the 'memorization' ticket."""
-    eval_every: int = 0
-    """Evaluation interval of the stage-2 trials (0 = train.eval_every). Tickets grok within a few
-    hundred steps, so a 100-step grid would quantize their steps-to-grok by about +-20%."""
-    periodicity_every: int = 0
-    """Measure the neurons' periodicity (xlab.analysis.periodicity: spectrum of W_in . W_E, Shannon
-    entropy over frequencies) every this many steps as well (0: at the start and the end only).
-    Modular tasks only."""
-
-    def __post_init__(self) -> None:
-        check(0.0 <= self.rate < 1.0, "ticket.rate", f"must be in [0, 1), got {self.rate}")
-        check(self.eval_every >= 0 and self.periodicity_every >= 0, "ticket.eval_every/periodicity_every",
-              "must be >= 0")
 
 
 @dataclasses.dataclass
@@ -161,35 +133,14 @@ def _variant_start(cfg: Config, task, dense: dict):
     """(init_state, masks, optim) of a stage-2 variant, from the dense run's states."""
     import torch
 
-    from xlab.prune import make_ticket, pai_masks, random_masks, rewind_state, same_norm_state
+    from xlab.prune.study import variant_start
     from xlab.train import seed_everything
 
-    v, rate, init = cfg.ticket.variant, cfg.ticket.rate, dense["init"]
-    optim = cfg.optim
-    if v in ("ticket", "no_wd", "same_norm"):
-        init_masked, masks = make_ticket(dense["final"], init, rate, cfg.ticket.scope)
-        if v == "no_wd":
-            optim = dataclasses.replace(optim, weight_decay=0.0)
-        if v == "same_norm":
-            state, _ = same_norm_state(init, masks)
-            return state, None, optim
-        return init_masked, masks, optim
-    if v == "memorization":
-        snap = dense["snapshots"].get(cfg.ticket.memorization_step)
-        check(snap is not None, "ticket.memorization_step",
-              f"the dense run has no snapshot at step {cfg.ticket.memorization_step}")
-        init_masked, masks = make_ticket(snap, init, rate, cfg.ticket.scope)
-        return init_masked, masks, optim
-    if v == "random":
-        masks = random_masks(init, rate, seed=cfg.seed + 1, scope=cfg.ticket.scope)
-        return rewind_state(init, masks), masks, optim
-    # Pruning at initialization scores the untrained net on the training batch.
-    seed_everything(cfg.seed)
-    model = task.model_fn()
-    model.load_state_dict(init)
+    seed_everything(cfg.seed)  # pruning at init scores the untrained net on the training batch
     loss_fn = torch.nn.functional.cross_entropy if task.loss == "ce" else torch.nn.functional.mse_loss
-    masks = pai_masks(v, model, rate, (task.x_train, task.y_train), loss_fn=loss_fn, scope=cfg.ticket.scope)
-    return rewind_state(init, masks), masks, optim
+    init, masks, weight_decay = variant_start(cfg.ticket, dense, seed=cfg.seed, model_fn=task.model_fn,
+                                              batch=(task.x_train, task.y_train), loss_fn=loss_fn)
+    return init, masks, cfg.optim if weight_decay else dataclasses.replace(cfg.optim, weight_decay=0.0)
 
 
 def _log_result(result, tracker, title: str) -> None:
@@ -208,18 +159,17 @@ def _periodicity_steps(cfg: Config, steps: int) -> tuple[int, ...]:
 
 def _log_periodicity(cfg: Config, result, tracker, title: str) -> None:
     """Periodicity of the input map at the start, the snapshot steps and the end (modular tasks)."""
-    from xlab.analysis.periodicity import input_map, neuron_spectra, periodicity_metrics, plot_spectra
+    from xlab.analysis.periodicity import periodicity_over_training, plot_spectra
 
     if cfg.data.task != "modular":
         return
-    p = cfg.data.p
     every = cfg.ticket.periodicity_every
     states = {0: result.init_state, **{s: st for s, st in result.snapshots.items() if every and s % every == 0}}
     states[int(result.summary()["step"])] = result.state
-    for step in sorted(states):
-        spec = neuron_spectra(input_map(states[step], p))
-        tracker.log_metrics({f"periodicity/{k}": v for k, v in periodicity_metrics(spec, p).items()}, step=step)
-    tracker.log_figure(plot_spectra(spec, f"{title}: per-neuron spectra of W_in . W_E (final)"), "spectra.png")
+    by_step, spectra = periodicity_over_training(states, cfg.data.p)
+    for step, metrics in by_step.items():
+        tracker.log_metrics({f"periodicity/{k}": v for k, v in metrics.items()}, step=step)
+    tracker.log_figure(plot_spectra(spectra, f"{title}: per-neuron spectra of W_in . W_E (final)"), "spectra.png")
 
 
 def load_dense(run_id: str) -> dict:
@@ -273,30 +223,18 @@ def trial(cfg: Config, dense_runs: dict[int, str] | None = None) -> None:
             tracker.log_artifact(f"{d}/ticket.pt", "checkpoint")
 
 
-def comparison_figure(curves: dict[str, list[dict]], title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for label, hist in sorted(curves.items()):
-        ax.plot([r["step"] for r in hist], [r["test/acc"] for r in hist], label=label,
-                lw=2.2 if label.startswith(("dense", "ticket")) else 1.2)
-    ax.set_xscale("symlog", linthresh=100)
-    ax.set_xlabel("step")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def main(cfg: Config) -> dict:
     import mlflow
     import pandas as pd
     from ray.tune.schedulers import ASHAScheduler
 
+    from xlab.prune.study import (
+        comparison_figure,
+        rate_figure,
+        speedup_metrics,
+        steps_to_grok_rows,
+        variant_label,
+    )
     from xlab.session import job_session
     from xlab.track import Tracker, child_runs
     from xlab.tune import grid, raise_on_errors, run_sweep
@@ -321,70 +259,30 @@ def main(cfg: Config) -> dict:
                          metric="test_acc", mode="max", scheduler=scheduler, cpus_per_trial=cfg.sweep.cpus_per_trial, train=cfg.train,
                          name=f"variants-{pid[:8]}")
 
-        t0, t1 = f"{cfg.train.grok_thresholds[0]:g}", f"{cfg.train.grok_thresholds[-1]:g}"
-        client = mlflow.MlflowClient()
-        rows, curves = [], {}
-        for run in child_runs(pid):
-            p, m = run.data.params, run.data.metrics
-            label = f"{p['ticket.variant']}" + ("" if p["ticket.variant"] == "dense" else f" r{p['ticket.rate']}")
-            # From the logged curve, so trials that ASHA stopped early still get their numbers.
-            acc = [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, "test/acc")]
-            first = {t: next((s for s, v in sorted(acc) if v >= t), None) for t in cfg.train.grok_thresholds}
-            cap = max((s for s, _ in acc), default=0) + 1
-            rows.append({"variant": p["ticket.variant"], "rate": float(p["ticket.rate"]) if label != "dense" else 0.0,
-                         "seed": int(p["seed"]), "status": run.info.status,
-                         f"steps_to_{t0}": first[cfg.train.grok_thresholds[0]] or cap,
-                         f"steps_to_{t1}": first[cfg.train.grok_thresholds[-1]] or cap,
-                         "reached": float(first[cfg.train.grok_thresholds[0]] is not None),
-                         "final_test_acc": m.get("test/acc"), "density": m.get("density", 1.0),
-                         "freq_entropy": m.get("periodicity/entropy"),
-                         "freq_entropy_ref": m.get("periodicity/entropy_ref")})
-            if run.info.status == "FINISHED" and int(p["seed"]) == seeds[0]:
-                curves[label] = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/history.json")
-        table = pd.DataFrame(rows).sort_values(["variant", "rate", "seed"]).reset_index(drop=True)
+        thresholds = cfg.train.grok_thresholds
+        t0 = f"{thresholds[0]:g}"
+        runs = child_runs(pid)
+        table = pd.DataFrame(steps_to_grok_rows(runs, mlflow.MlflowClient(), thresholds))
+        table = table.sort_values(["variant", "rate", "seed"]).reset_index(drop=True)
+        curves = {variant_label(r.data.params["ticket.variant"], r.data.params.get("ticket.rate")):
+                  mlflow.artifacts.load_dict(f"{r.info.artifact_uri}/history.json")
+                  for r in runs if r.info.status == "FINISHED" and int(r.data.params["seed"]) == seeds[0]}
         tracker = Tracker()
         tracker.log_dict(table.to_dict(orient="records"), "summary.json")
-        metrics = {}
-        dense = table[table.variant == "dense"]
-        ticket = table[(table.variant == "ticket") & (table.rate == cfg.ticket.rate) & (table.reached == 1.0)]
-        if not dense.empty:
-            metrics[f"dense_steps_to_{t0}"] = float(dense[f"steps_to_{t0}"].mean())
-        if not ticket.empty:
-            metrics[f"ticket_steps_to_{t0}"] = float(ticket[f"steps_to_{t0}"].mean())
-        if len(metrics) == 2:
-            metrics[f"speedup_{t0}"] = metrics[f"dense_steps_to_{t0}"] / metrics[f"ticket_steps_to_{t0}"]
+        metrics = speedup_metrics(table, cfg.ticket.rate, thresholds[0])
         tracker.log_metrics(metrics)
         if curves:
             tracker.log_figure(comparison_figure(curves, f"grokking tickets: {cfg.data.task} {cfg.model.name}"),
                                "comparison.png")
         if cfg.sweep.rates:
-            _log_rate_plot(tracker, table, f"steps_to_{t0}")
+            tracker.log_figure(rate_figure(table, f"steps_to_{t0}"), "rate_sweep.png")
         print(table.to_string(index=False))
         if f"speedup_{t0}" in metrics:
             print(f"speed-up dense/ticket (steps to test acc {t0}): {metrics[f'speedup_{t0}']:.1f}x")
-        elif not dense.empty:
+        elif f"dense_steps_to_{t0}" in metrics:
             print(f"no speed-up to report: the ticket at rate {cfg.ticket.rate} did not reach test acc {t0}")
         raise_on_errors(res2)
         return {"table": table, "metrics": metrics, "run_id": pid}
-
-
-def _log_rate_plot(tracker, table, column: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = table[table.variant == "ticket"].groupby("rate", as_index=False)[column].mean()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(t["rate"], t[column], "o-")
-    dense = table[table.variant == "dense"][column].mean()
-    ax.axhline(dense, color="k", ls=":", label="dense")
-    ax.set_xlabel("pruning rate (fraction pruned)")
-    ax.set_ylabel(column.replace("_", " ") + " (not reached: cap + 1)")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    tracker.log_figure(fig, "rate_sweep.png")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ distribution plots and the share-vs-N plot; each N is a Ray task with its own ne
 
 Sentences come from the machine's gettext catalogs (``xlab.data.multilingual``: parallel English
 messages and their de/fr/es/zh/ja translations; wordfreq pseudo-sentences top up a language with too
-few). Subject: ``--subject.ref PATH_OR_MLFLOW_URI`` (any Hugging Face causal LM, e.g. a local
-xglm-564M), else the platform trains one with ``xlab.lm`` (byte-level BPE + tiny GPT-2 on the
-six-language mix), logs it to the run and analyses it.
+few). Subject (:mod:`xlab.lm.subject`): ``--subject.ref PATH_OR_MLFLOW_URI`` (any Hugging Face causal
+LM, e.g. a local xglm-564M), else the platform trains one with ``xlab.lm`` (byte-level BPE + a tiny model
+of family ``--subject.arch`` on the six-language mix), logs it to the run as ``subject_model`` and
+analyses it.
 
     xlab run lang_neurons --preset smoke          # trains a tiny multilingual GPT-2 (minutes on CPU)
+    xlab run lang_neurons --preset smoke --subject.arch llama
     xlab run lang_neurons --preset paper --subject.ref /models/xglm-564M
     xlab run lang_neurons --analysis.n_values 100 1000 2000 --subject.ref models:/multilingual-lm@prod
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from xlab.config import JobConfig, check
 from xlab.lm.loop import LMTrainConfig
+from xlab.lm.subject import SubjectConfig
 
 
 @dataclasses.dataclass
@@ -46,22 +49,6 @@ class DataConfig:
     """required: catalogs every Debian system has; all: every catalog under /usr/share/locale."""
     sentences_per_doc: int = 4
     """Same-language sentences per training document of the platform's subject."""
-
-
-@dataclasses.dataclass
-class SubjectConfig:
-    ref: str = ""
-    """Causal LM to analyse (local directory or MLflow URI); empty: train one on the six-language mix."""
-    arch: str = "gpt2"
-    size: str = "tiny"
-    n_ctx: int = 128
-    vocab_size: int = 2000
-    d_model: int = 0
-    """Width override of the size preset (0 = the preset's)."""
-    n_layer: int = 0
-    """Depth override of the size preset (0 = the preset's)."""
-    registered_name: str = ""
-    """Register the trained subject in the MLflow model registry under this name (empty: do not)."""
 
 
 @dataclasses.dataclass
@@ -93,7 +80,7 @@ class GenerationConfig:
 @dataclasses.dataclass
 class Config(JobConfig):
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    subject: SubjectConfig = dataclasses.field(default_factory=SubjectConfig)
+    subject: SubjectConfig = dataclasses.field(default_factory=lambda: SubjectConfig(n_ctx=128, vocab_size=2000))
     train: LMTrainConfig = dataclasses.field(
         default_factory=lambda: LMTrainConfig(steps=600, batch_size=16, lr=3e-3, warmup_steps=30, block_size=64,
                                               log_every=50))
@@ -130,6 +117,10 @@ PRESETS = {
 KEY_METRICS = ["share_gain_mean", "share_gain_max", "overlap_mean"]
 
 
+def _log(msg: str) -> None:
+    print(f"[lang_neurons] {msg}", flush=True)
+
+
 def load_sentences(cfg: Config) -> tuple[list[Any], list[str]]:
     """(scored sentences, training texts): disjoint, per language."""
     import random
@@ -137,7 +128,7 @@ def load_sentences(cfg: Config) -> tuple[list[Any], list[str]]:
     from xlab.data.multilingual import REQUIRED_DOMAINS, group_by_language, load_multilingual
 
     d = cfg.data
-    need = d.per_language + (0 if cfg.subject.ref else d.train_per_language)
+    need = d.per_language + (d.train_per_language if cfg.subject.trains else 0)
     sents = load_multilingual(need, languages=d.languages, source=d.source, seed=cfg.seed,
                               domains=REQUIRED_DOMAINS if d.domains == "required" else None,
                               min_per_language=d.per_language)
@@ -153,15 +144,16 @@ def load_sentences(cfg: Config) -> tuple[list[Any], list[str]]:
     return scored, train
 
 
-def train_subject(cfg: Config, texts: list[str], log_fn=None) -> tuple[Any, Any, list[dict]]:
-    from xlab.lm import build_causal_lm, train_bpe, train_on_texts
+def subject(cfg: Config, texts: list[str], log_fn: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer): ``subject.ref`` loaded, or a new subject trained here on ``texts``."""
+    from xlab.lm import train_on_texts
+    from xlab.lm.subject import subject_lm
 
-    tok = train_bpe(texts, vocab_size=cfg.subject.vocab_size)
-    s = cfg.subject
-    overrides = {k: v for k, v in (("n_embd", s.d_model), ("n_layer", s.n_layer)) if v}
-    model = build_causal_lm(s.arch, s.size, vocab_size=len(tok), n_ctx=s.n_ctx, seed=cfg.seed, **overrides)
-    history = train_on_texts(model, tok, texts, cfg.train, log_fn=log_fn)
-    return model.eval(), tok, history
+    model, tok = subject_lm(cfg.subject, texts=texts, seed=cfg.seed, device=cfg.generation.device)
+    if cfg.subject.trains:
+        train_on_texts(model, tok, texts, cfg.train, log_fn=log_fn)
+        model.eval()
+    return model, tok
 
 
 def _generation_task(
@@ -206,65 +198,6 @@ def _generation_task(
     return out
 
 
-def plots(cfg: Config, layout: Any, selected: dict[int, dict[str, Any]], results: dict, baseline: dict):
-    """Share of target-language generations vs N; overlap of the selected sets; units per layer."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from xlab.analysis.lang_neurons import layer_distribution, overlap_matrix
-
-    langs = list(cfg.data.languages)
-    ns = sorted(selected)
-    figs = {}
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for lang in langs:
-        line = ax.plot([0, *ns], [baseline[lang], *[results[n][lang][lang] for n in ns]], "o-", label=lang)[0]
-        ax.axhline(baseline[lang], color=line.get_color(), ls=":", lw=0.7)
-    ax.set_xscale("symlog", linthresh=max(1, min(ns)))
-    ax.set_xlim(-0.3, max(ns) * 1.3)
-    ax.set_xlabel("N tampered units (0 = none)")
-    ax.set_ylabel("share of generations in target language")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7)
-    figs["share_vs_n.png"] = fig
-    n_top = ns[-1]
-    names, m = overlap_matrix({lang: selected[n_top][lang][0] for lang in langs})
-    fig = Figure(figsize=(4.8, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w" if m[i, j] < 0.5 else "k")
-    fig.colorbar(im)
-    ax.set_title(f"overlap of selected units (N={n_top})")
-    figs["overlap.png"] = fig
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    width = 0.8 / len(langs)
-    for j, lang in enumerate(langs):
-        units = selected[n_top][lang][0]
-        half = len(units) // 2
-        top = layer_distribution(layout, units[:half])[: layout.n_layers]
-        bottom = layer_distribution(layout, units[half:])[: layout.n_layers]
-        x = np.arange(layout.n_layers) + j * width
-        ax.bar(x, top, width, label=lang)
-        ax.bar(x, bottom, width, bottom=top, alpha=0.45, color=ax.patches[-1].get_facecolor())
-    ax.set_xticks(np.arange(layout.n_layers) + 0.4 - width / 2, [str(i) for i in range(layout.n_layers)])
-    ax.set_xlabel("layer (solid: top units, light: bottom units)")
-    ax.set_ylabel("selected units")
-    ax.set_title(f"selected units per layer (N={n_top})")
-    ax.legend(fontsize=7)
-    figs["units_per_layer.png"] = fig
-    return figs, m
-
-
 def main(cfg: Config) -> dict:
     import time
 
@@ -272,14 +205,15 @@ def main(cfg: Config) -> dict:
     import ray
 
     from xlab.analysis.lang_neurons import (
-        average_precision,
-        layer_distribution,
-        median_responses,
-        select_units,
+        select_per_language,
+        selection_record,
+        tampering_summary,
         unit_layout,
         unit_responses,
     )
+    from xlab.analysis.lang_neurons_plots import plots
     from xlab.data.multilingual import provenance
+    from xlab.lm.subject import log_subject
     from xlab.session import job_session
     from xlab.track import Tracker
     from xlab.track.store import resolve_tracking_uri
@@ -290,43 +224,26 @@ def main(cfg: Config) -> dict:
         langs = list(cfg.data.languages)
         scored, train_texts = load_sentences(cfg)
         tracker.log_dict({"scored": provenance(scored), "train_sentences": len(train_texts)}, "data_provenance.json")
-        print(f"[lang_neurons] {len(scored)} scored sentences, {len(train_texts)} training documents "
-              f"({time.time() - t0:.0f}s)", flush=True)
-        if cfg.subject.ref:
-            from xlab.lm import load_causal_lm
+        _log(f"{len(scored)} scored sentences, {len(train_texts)} training documents ({time.time() - t0:.0f}s)")
 
-            model, tok = load_causal_lm(cfg.subject.ref, device=cfg.generation.device)
-        else:
-            def log_fn(step: int, m: dict) -> None:
-                tracker.log_metrics({k: v for k, v in m.items() if k != "step"}, step=step)
-                print(f"[lang_neurons] train step {step} loss {m.get('train/loss', float('nan')):.3f}", flush=True)
+        def log_fn(step: int, m: dict) -> None:
+            tracker.log_metrics({k: v for k, v in m.items() if k != "step"}, step=step)
+            _log(f"train step {step} loss {m.get('train/loss', float('nan')):.3f}")
 
-            model, tok, _ = train_subject(cfg, train_texts, log_fn=log_fn)
-            from xlab.lm import log_causal_lm
-
-            uri = log_causal_lm(model, tok, "model", registered_name=cfg.subject.registered_name or None)
-            print(f"[lang_neurons] subject logged as {uri} ({time.time() - t0:.0f}s)", flush=True)
-        model = model.to(cfg.generation.device)
+        model, tok = subject(cfg, train_texts, log_fn=log_fn)
+        if cfg.subject.trains:
+            _log(f"subject logged as {log_subject(model, tok, cfg.subject)} ({time.time() - t0:.0f}s)")
         layout = unit_layout(model)
-        n_units = layout.n_units
-        check(max(cfg.analysis.n_values) <= n_units, "analysis.n_values",
-              f"N must not exceed the model's {n_units} units")
+        check(max(cfg.analysis.n_values) <= layout.n_units, "analysis.n_values",
+              f"N must not exceed the model's {layout.n_units} units")
         labels = np.array([s.lang for s in scored])
         resp = unit_responses(model, tok, [s.text for s in scored], layout, batch_size=cfg.analysis.batch_size,
                               max_length=cfg.analysis.max_length, progress=True, start=cfg.analysis.start_token)
-        ap = {lang: average_precision(resp, labels == lang) for lang in langs}
-        print(f"[lang_neurons] {n_units} units scored ({time.time() - t0:.0f}s)", flush=True)
-        selected: dict[int, dict[str, Any]] = {}
-        for n in sorted(set(cfg.analysis.n_values)):
-            selected[n] = {}
-            for lang in langs:
-                units = select_units(ap[lang], n)
-                selected[n][lang] = (units, median_responses(resp[labels == lang], units))
-        tracker.log_dict({str(n): {lang: {"units": [[layout.names[m], int(c)] for m, c in zip(
-            *layout.locate(u), strict=True)], "ap": ap[lang][u].round(4).tolist(), "values": v.tolist()}
-            for lang, (u, v) in sel.items()} for n, sel in selected.items()}, "selected_units.json")
+        ap, selected = select_per_language(resp, labels, langs, cfg.analysis.n_values)
+        _log(f"{layout.n_units} units scored ({time.time() - t0:.0f}s)")
+        tracker.log_dict(selection_record(layout, ap, selected), "selected_units.json")
         tracker.log_metrics({f"ap_max/{lang}": float(ap[lang].max()) for lang in langs}
-                            | {f"ap_min/{lang}": float(ap[lang].min()) for lang in langs} | {"n_units": n_units})
+                            | {f"ap_min/{lang}": float(ap[lang].min()) for lang in langs} | {"n_units": layout.n_units})
 
         # One Ray task per N (plus the untampered baseline), each with its nested MLflow run.
         g = cfg.generation
@@ -339,34 +256,18 @@ def main(cfg: Config) -> dict:
         outs = ray.get(futures)
         baseline = outs[0]["shares"]["none"]
         results = {o["n"]: o["shares"] for o in outs[1:]}
-        print(f"[lang_neurons] generations done ({time.time() - t0:.0f}s)", flush=True)
+        _log(f"generations done ({time.time() - t0:.0f}s)")
 
-        figs, overlap = plots(cfg, layout, selected, results, baseline)
-        for name, fig in figs.items():
+        for name, fig in plots(layout, selected, results, baseline, langs).items():
             tracker.log_figure(fig, name)
-        n_top = max(selected)
-        metrics = {f"share_before/{lang}": baseline[lang] for lang in [*langs, "und"]}
-        for n in selected:
-            for lang in langs:
-                metrics[f"share_after_N{n}/{lang}"] = results[n][lang][lang]
-        gains = {lang: results[n_top][lang][lang] - baseline[lang] for lang in langs}
-        metrics |= {f"share_gain/{lang}": v for lang, v in gains.items()}
-        off = overlap[~np.eye(len(langs), dtype=bool)]
-        metrics |= {"share_gain_mean": float(np.mean(list(gains.values()))),
-                    "share_gain_max": float(max(gains.values())), "overlap_mean": float(off.mean()),
-                    "overlap_max": float(off.max()), "N_top": n_top}
-        for lang in langs:
-            dist = layer_distribution(layout, selected[n_top][lang][0])
-            metrics[f"first_last_layer_share/{lang}"] = float((dist[0] + dist[layout.n_layers - 1]) / dist.sum())
+        metrics, table = tampering_summary(layout, selected, baseline, results, langs)
         tracker.log_metrics(metrics)
-        table = {lang: {"before": round(baseline[lang], 3), **{f"N={n}": round(results[n][lang][lang], 3)
-                                                               for n in sorted(results)}} for lang in langs}
         tracker.log_dict({"shares": table, "baseline_distribution": baseline}, "summary.json")
-        print("[lang_neurons] share of generations in the target language, before and after tampering:")
+        _log("share of generations in the target language, before and after tampering:")
         for lang, row in table.items():
             print(f"  {lang}: " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
-        print(f"[lang_neurons] mean overlap between languages at N={n_top}: {off.mean():.3f} "
-              f"({time.time() - t0:.0f}s)", flush=True)
+        _log(f"mean overlap between languages at N={metrics['N_top']}: {metrics['overlap_mean']:.3f} "
+             f"({time.time() - t0:.0f}s)")
         return {"run_id": parent.info.run_id, "shares": table, "metrics": metrics}
 
 

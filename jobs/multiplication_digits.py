@@ -6,16 +6,18 @@ p(first digit | prompt), the last digit's probability after the model's own gree
 (unconditioned) and after the gold higher digits (conditioned), the accuracy of each, and their
 Monte-Carlo dropout mean and spread (:mod:`xlab.analysis.digits`).
 
-The subject model is a GPT-2 trained here on ``"a * b = c"`` lines (digit-level tokenizer by default;
-``subject.tokenizer bpe`` trains a byte-level BPE that merges digit runs), or any HF causal LM given
-with ``--model`` (a save_pretrained directory or an MLflow URI). Evaluation runs as Ray tasks, one per
+The subject model (:mod:`xlab.lm.subject`) is a new model (``--subject.arch``, default GPT-2) trained
+here on ``"a * b = c"`` lines (digit-level tokenizer by default; ``subject.tokenizer bpe`` trains a
+byte-level BPE that merges digit runs), or any HF causal LM given with ``--subject.ref`` (a
+save_pretrained directory or an MLflow URI). Evaluation runs as Ray tasks, one per
 group of (n, m) cells, each loading the model by URI. The MLflow run gets per-(n, m) heatmaps
 (confidence, accuracy, MC dropout), the per-cell table and per-problem records, and summary metrics
 for the largest cell.
 
     xlab run multiplication_digits --preset smoke
     xlab run multiplication_digits --preset paper                        # GPU cluster
-    xlab run multiplication_digits --model models:/arith-gpt2/1 --eval.mc_passes 100
+    xlab run multiplication_digits --preset smoke --subject.arch llama
+    xlab run multiplication_digits --subject.ref models:/arith-gpt2/1 --eval.mc_passes 100
 
 Protocol vs paper (what matches, what differs and why): docs/studies/multiplication_digits.md.
 """
@@ -27,6 +29,9 @@ import time
 from typing import Literal
 
 from xlab.config import JobConfig, check
+from xlab.lm.loop import LMTrainConfig
+from xlab.lm.models import SIZES
+from xlab.lm.subject import SubjectConfig as LMSubjectConfig
 
 
 @dataclasses.dataclass
@@ -35,27 +40,17 @@ class DataConfig:
     """Operands have 1..max_digits digits (spec: 5)."""
     eval_per_cell: int = 100
     """Evaluation problems per (n, m) cell (never seen in training)."""
+    train_problems: int = 500_000
+    """Training pool of a new subject (uniform over (n, m) cells, evaluation problems excluded)."""
 
 
 @dataclasses.dataclass
-class SubjectConfig:
-    """The model trained here when --model is not given."""
+class SubjectConfig(LMSubjectConfig):
+    """The model under study; a new one has its own tokenizer."""
 
-    arch: str = "gpt2"
-    size: str = "smoke"
-    """xlab.lm size preset."""
     tokenizer: Literal["digit", "bpe"] = "digit"
-    """digit: one token per character; bpe: byte-level BPE trained on the arithmetic text (merges digits)."""
-    bpe_vocab: int = 512
-    dropout: float = 0.1
-    """Dropout during training (MC dropout at inference uses eval.mc_p)."""
-    n_ctx: int = 48
-    steps: int = 20_000
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    train_problems: int = 500_000
-    """Size of the training pool (uniform over (n, m) cells, evaluation problems excluded)."""
+    """digit: one token per character; bpe: byte-level BPE of subject.vocab_size trained on the arithmetic
+    text (merges digits)."""
 
 
 @dataclasses.dataclass
@@ -92,33 +87,42 @@ class Config(JobConfig):
     torch_threads: int = 1
     """Torch intra-op threads per process (1: tiny models gain nothing from more, and on a busy small
     machine spin-waiting threads make them 10-100x slower; 0 = torch's default)."""
-    model: str | None = None
-    """Any HF causal LM to analyse (save_pretrained dir, models:/..., runs:/...); default: train one here."""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    subject: SubjectConfig = dataclasses.field(default_factory=SubjectConfig)
+    subject: SubjectConfig = dataclasses.field(
+        default_factory=lambda: SubjectConfig(size="smoke", vocab_size=512, dropout=0.1, n_ctx=48))
+    """The subject; a new one trains with dropout (MC dropout at inference uses eval.mc_p)."""
+    train: LMTrainConfig = dataclasses.field(
+        default_factory=lambda: LMTrainConfig(steps=20_000, batch_size=64, lr=1e-3, warmup_steps=200,
+                                              weight_decay=0.0, block_size=48, log_every=800))
+    """Training of a new subject (loss on the product digits and EOS)."""
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         check(1 <= self.data.max_digits <= 9, "data.max_digits", f"must be in 1..9, got {self.data.max_digits}")
         check(self.data.eval_per_cell >= 1, "data.eval_per_cell", f"must be >= 1, got {self.data.eval_per_cell}")
-        check(self.subject.steps >= 1, "subject.steps", f"must be >= 1, got {self.subject.steps}")
         need = 4 * self.data.max_digits + 8  # "a * b = " + product + EOS
-        check(self.subject.n_ctx >= need, "subject.n_ctx", f"must be >= {need} for {self.data.max_digits}-digit operands")
+        ctx = self.subject.n_ctx or SIZES[self.subject.size]["n_ctx"]  # 0: the size preset's
+        check(not self.subject.trains or ctx >= need, "subject.n_ctx",
+              f"must be >= {need} for {self.data.max_digits}-digit operands, got {ctx}")
+        check(self.train.block_size >= need, "train.block_size", f"must be >= {need} for {self.data.max_digits}-digit operands")
 
 
 PRESETS = {
     # 2 CPU cores, a few minutes: a 2-layer GPT-2 (width 64) on 1..5-digit products, 12 problems per
     # cell, 20 MC dropout passes.
     "smoke": Config(
-        data=DataConfig(eval_per_cell=12),
-        subject=SubjectConfig(size="tiny", steps=2000, batch_size=32, lr=3e-3, warmup_steps=50,
-                              train_problems=100_000, n_ctx=32),
+        data=DataConfig(eval_per_cell=12, train_problems=100_000),
+        subject=SubjectConfig(size="tiny", vocab_size=512, dropout=0.1, n_ctx=32),
+        train=LMTrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup_steps=50, weight_decay=0.0, block_size=32,
+                            log_every=80),
         eval=EvalConfig(mc_passes=20),
     ),
     # GPU cluster: GPT-2 small on 5M lines, 100 problems per cell, 100 MC passes.
     "paper": Config(
-        subject=SubjectConfig(size="gpt2-small", steps=100_000, batch_size=256, lr=3e-4, warmup_steps=2000,
-                              train_problems=5_000_000),
+        data=DataConfig(train_problems=5_000_000),
+        subject=SubjectConfig(size="gpt2-small", vocab_size=512, dropout=0.1, n_ctx=48),
+        train=LMTrainConfig(steps=100_000, batch_size=256, lr=3e-4, warmup_steps=2000, weight_decay=0.0,
+                            block_size=48, log_every=4000),
         eval=EvalConfig(mc_passes=100, tasks=8, gpus_per_task=1.0),
         torch_threads=0,
     ),
@@ -131,35 +135,29 @@ def _log(msg: str) -> None:
 
 
 def train_subject(cfg: Config, exclude, tracker=None):
-    """A causal LM trained on ``"a * b = c"`` (loss on the product digits and EOS)."""
+    """A new causal LM trained on ``"a * b = c"`` (loss on the product digits and EOS)."""
     import torch
 
     from xlab.data.arithmetic import digit_tokenizer, training_problems
-    from xlab.lm import LMTrainConfig, build_causal_lm, train_bpe, train_on_pairs
+    from xlab.lm import train_on_pairs
+    from xlab.lm.subject import subject_lm
 
-    s = cfg.subject
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    problems = training_problems(cfg.data.max_digits, s.train_problems, seed=cfg.seed, exclude=exclude)
-    if s.tokenizer == "digit":
-        tok = digit_tokenizer()
-    else:
-        tok = train_bpe((p.text for p in problems[:50_000]), s.bpe_vocab)
-    ids = dict(eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(cfg.seed)
-    model = build_causal_lm(s.arch, s.size, vocab_size=len(tok), n_ctx=s.n_ctx, dropout=s.dropout, seed=cfg.seed, **ids)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    lcfg = LMTrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                         weight_decay=0.0, block_size=s.n_ctx, log_every=max(s.steps // 25, 1), seed=cfg.seed)
+    problems = training_problems(cfg.data.max_digits, cfg.data.train_problems, seed=cfg.seed, exclude=exclude)
+    tok = digit_tokenizer() if cfg.subject.tokenizer == "digit" else None
+    model, tok = subject_lm(cfg.subject, texts=(p.text for p in problems[:50_000]), tokenizer=tok, seed=cfg.seed,
+                            device="cuda" if torch.cuda.is_available() else "cpu")
+    steps = cfg.train.steps
 
     def log_fn(step: int, m: dict) -> None:
-        if step % max(s.steps // 10, 1) == 0 or step == s.steps:
-            _log(f"training: step {step}/{s.steps} loss {m['train/loss']:.3f}")
+        if step % max(steps // 10, 1) == 0 or step == steps:
+            _log(f"training: step {step}/{steps} loss {m['train/loss']:.3f}")
         if tracker is not None:
             tracker.log_metrics({f"subject/{k.split('/')[-1]}": v for k, v in m.items()}, step=step)
 
-    history = train_on_pairs(model, tok, [(p.prompt, p.answer) for p in problems], lcfg, log_fn=log_fn,
-                             start=cfg.eval.start_token)
+    history = train_on_pairs(model, tok, [(p.prompt, p.answer) for p in problems],
+                             dataclasses.replace(cfg.train, seed=cfg.seed), log_fn=log_fn, start=cfg.eval.start_token)
     model.eval()
     return model, tok, history
 
@@ -206,38 +204,25 @@ def summary_metrics(table, max_digits: int) -> dict[str, float]:
 
 
 def main(cfg: Config) -> dict:
-    import tempfile
-
-    import mlflow
     import ray
 
     from xlab.analysis.digits import cell_table, heatmaps
     from xlab.data.arithmetic import make_problems
-    from xlab.lm import save_causal_lm
+    from xlab.lm.subject import check_ref, log_subject
     from xlab.session import job_session
     from xlab.track import Tracker
 
-    if cfg.model and ":/" not in cfg.model:
-        # A local directory: fail before starting Ray, not inside every Ray task.
-        from pathlib import Path
-
-        local = Path(cfg.model).expanduser()
-        check(local.is_dir() and (local / "config.json").exists(), "model",
-              f"no saved causal LM at {cfg.model} (expected a save_pretrained directory, or an MLflow URI "
-              "models:/NAME/VERSION or runs:/RUN_ID/PATH)")
+    check_ref(cfg.subject)  # a missing directory fails before starting Ray, not inside every Ray task
     with job_session("multiplication_digits", cfg) as parent:
         tracker = Tracker()
         digits = range(1, cfg.data.max_digits + 1)
         problems = make_problems(digits, digits, cfg.data.eval_per_cell, seed=cfg.seed)
-        if cfg.model:
-            ref = cfg.model
-            _log(f"analysing {ref}")
-        else:
+        if cfg.subject.trains:
             model, tok, _ = train_subject(cfg, problems, tracker)
-            with tempfile.TemporaryDirectory() as d:
-                save_causal_lm(model, tok, f"{d}/subject_model")
-                mlflow.log_artifacts(f"{d}/subject_model", "subject_model")
-            ref = f"runs:/{parent.info.run_id}/subject_model"
+            ref = log_subject(model, tok, cfg.subject)
+        else:
+            ref = cfg.subject.ref
+            _log(f"analysing {ref}")
         tracker.log_params({"subject_ref": ref})
         # Spread the cells over Ray tasks (whole cells per task, interleaved so sizes balance).
         cells = sorted({(p.n, p.m) for p in problems})

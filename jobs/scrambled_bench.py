@@ -35,12 +35,12 @@ Protocol vs paper (what matches, what differs and why): docs/studies/scrambled_b
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
+from xlab.analysis.scramble_bench import EvalConfig
 from xlab.config import JobConfig, check
 from xlab.lm.loop import LMTrainConfig
-
-CONDITIONS = ("random:0.2", "random:0.5", "random:1.0", "keep_first:1.0", "keep_first_last:1.0", "substitute:1.0")
+from xlab.lm.subject import SubjectConfig as LMSubjectConfig
 
 
 @dataclasses.dataclass
@@ -58,9 +58,9 @@ class DataConfig:
 
 
 @dataclasses.dataclass
-class SubjectConfig:
-    ref: str = ""
-    """A causal LM to evaluate: local directory or MLflow URI (empty: train the platform's subjects)."""
+class SubjectConfig(LMSubjectConfig):
+    """A causal LM (``ref``), a hosted model (``endpoint_url``), or neither: the platform's own subjects."""
+
     endpoint_url: str = ""
     """OpenAI-compatible base URL (e.g. http://localhost:8000/v1) of a hosted model to evaluate."""
     endpoint_model: str = ""
@@ -69,59 +69,13 @@ class SubjectConfig:
     """Environment variable holding the endpoint's API key (may be unset for local servers)."""
     reference: bool = True
     """Also train the nl-only reference (same size, sentences only) when training a subject."""
-    arch: str = "gpt2"
-    size: str = "tiny"
-    n_ctx: int = 256
-    vocab_size: int = 1024
-    d_model: int = 128
-    """Width override of the size preset (0 = keep the preset's)."""
-    n_layer: int = 0
-    """Depth override of the size preset (0 = keep the preset's)."""
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    conditions: tuple[str, ...] = CONDITIONS
-    """Scramble conditions MODE:RATE for the recovery task."""
-    shots: tuple[int, ...] = (0, 1)
-    """Numbers of solved examples before the query (0 = zero-shot)."""
-    qa_conditions: tuple[str, ...] = ("random:1.0", "keep_first_last:1.0")
-    """Scrambled-evidence conditions for QA (original and substitute are always run, for the RPG)."""
-    qa_scoring: str = "loglikelihood"
-    """loglikelihood (option continuation scores), generate (parse the option letter) or paper (the
-    authors' prompt, generation and answer parsing; implied by protocol paper)."""
-    protocol: Literal["xlab", "paper"] = "xlab"
-    """paper: the authors' format throughout (xlab.analysis.scramble_paper): letters scrambled inside any
-    word token (digits stay), their recovery prompts (few-shot: their three fixed sentences scrambled at
-    50%, no instruction), their QA prompt "... among A through D, the answer is" with generation and
-    answer parsing. xlab: all-letter tokens only, xlab's few-shot layout, qa_scoring as set."""
-    qa_shots: int = 0
-    max_new_tokens: int = 48
-    batch_size: int = 16
-    start_token: bool = True
-    """Start prompts of a Hugging Face subject the way its tokenizer starts a sequence
-    (xlab.lm.sequence_start: Llama <s>, as the authors' tokenizer(prompt) does); False: text tokens only."""
-    device: str = "cpu"
-    cpus_per_subject: float = 1.0
-
-    def __post_init__(self) -> None:
-        from xlab.analysis.scramble import MODES
-
-        for c in (*self.conditions, *self.qa_conditions):
-            mode, _, rate = c.partition(":")
-            check(mode in MODES and rate.replace(".", "", 1).isdigit() and 0 <= float(rate) <= 1,
-                  "eval.conditions", f"{c!r} is not MODE:RATE with MODE in {MODES} and RATE in [0, 1]")
-        check(all(s >= 0 for s in self.shots), "eval.shots", "must be >= 0")
-        check(self.qa_scoring in ("loglikelihood", "generate", "paper"), "eval.qa_scoring",
-              "use loglikelihood, generate or paper")
-        check(self.protocol != "paper" or max(self.shots, default=0) <= 3, "eval.shots",
-              "the paper protocol has three fixed demonstrations: use shots <= 3")
 
 
 @dataclasses.dataclass
 class Config(JobConfig):
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    subject: SubjectConfig = dataclasses.field(default_factory=SubjectConfig)
+    subject: SubjectConfig = dataclasses.field(
+        default_factory=lambda: SubjectConfig(n_ctx=256, vocab_size=1024, d_model=128))
     train: LMTrainConfig = dataclasses.field(
         default_factory=lambda: LMTrainConfig(steps=600, batch_size=16, lr=3e-3, warmup_steps=30, block_size=192,
                                               log_every=100))
@@ -148,41 +102,20 @@ PRESETS = {
                         protocol="paper"),
     ),
 }
-KEY_METRICS = ["recovery/random_1.0/0shot", "recovery/keep_first_last_1.0/0shot", "qa/rpg/random_1.0"]
+KEY_METRICS = ["recovery/random_1/0shot", "recovery/keep_first_last_1/0shot", "qa/rpg/random_1"]
 
 
-def _cond(c: str) -> tuple[str, float]:
-    mode, _, rate = c.partition(":")
-    return mode, float(rate)
-
-
-def _key(c: str) -> str:
-    mode, rate = _cond(c)
-    return f"{mode}_{rate:g}"
+def _log(msg: str) -> None:
+    print(f"[scrambled_bench] {msg}", flush=True)
 
 
 def build_data(cfg: Config) -> dict[str, Any]:
     """Evaluation sentences/items, training sentences/items and recovery demos (all disjoint)."""
-    from xlab.data.scramble_texts import qa_items, template_sentences
+    from xlab.analysis.scramble_bench import bench_data
 
-    if cfg.data.source == "gettext":
-        from xlab.data.multilingual import REQUIRED_DOMAINS, load_multilingual
-
-        pool = [s.text for s in load_multilingual(cfg.data.n_eval + 8, languages=("en",), source="gettext",
-                                                  domains=REQUIRED_DOMAINS, seed=cfg.seed)]
-        eval_sents, demo_pool = pool[: cfg.data.n_eval], pool[cfg.data.n_eval :]
-    else:
-        eval_sents = template_sentences(cfg.data.n_eval, seed=10_000 + cfg.seed)
-        demo_pool = template_sentences(8, seed=20_000 + cfg.seed, exclude=set(eval_sents))
-    train_sents = template_sentences(cfg.data.n_train, seed=cfg.seed, exclude=set(eval_sents) | set(demo_pool))
-    return {
-        "eval_sentences": eval_sents,
-        "demo_sentences": demo_pool,
-        "train_sentences": train_sents,
-        "eval_items": qa_items(cfg.data.n_qa, seed=10_000 + cfg.seed),
-        "demo_items": qa_items(max(cfg.eval.qa_shots, 1), seed=30_000 + cfg.seed),
-        "train_items": qa_items(cfg.data.n_train_qa, seed=cfg.seed),
-    }
+    d = cfg.data
+    return bench_data(d.source, n_eval=d.n_eval, n_qa=d.n_qa, n_train=d.n_train, n_train_qa=d.n_train_qa,
+                      qa_shots=cfg.eval.qa_shots, seed=cfg.seed)
 
 
 def train_subject(cfg: Config, data: dict[str, Any], kind: str, log_fn=None) -> tuple[Any, Any, list[dict]]:
@@ -190,7 +123,8 @@ def train_subject(cfg: Config, data: dict[str, Any], kind: str, log_fn=None) -> 
     import random
 
     from xlab.data.scramble_texts import qa_documents, recovery_documents
-    from xlab.lm import build_causal_lm, train_bpe, train_on_texts
+    from xlab.lm import train_on_texts
+    from xlab.lm.subject import subject_lm
 
     sents = data["train_sentences"]
     docs = list(sents)
@@ -200,51 +134,9 @@ def train_subject(cfg: Config, data: dict[str, Any], kind: str, log_fn=None) -> 
         docs += qa_documents(data["train_items"], seed=cfg.seed, scrambled_share=0.3)
     random.Random(cfg.seed).shuffle(docs)
     # The tokenizer sees the task wording for both subjects, so they differ only in what they trained on.
-    tok = train_bpe(docs + recovery_documents(sents[:200], seed=cfg.seed), vocab_size=cfg.subject.vocab_size)
-    s = cfg.subject
-    overrides = {k: v for k, v in (("n_embd", s.d_model), ("n_layer", s.n_layer)) if v}
-    model = build_causal_lm(s.arch, s.size, vocab_size=len(tok), n_ctx=s.n_ctx, seed=cfg.seed, **overrides)
+    model, tok = subject_lm(cfg.subject, texts=docs + recovery_documents(sents[:200], seed=cfg.seed), seed=cfg.seed)
     history = train_on_texts(model, tok, docs, cfg.train, log_fn=log_fn)
     return model, tok, history
-
-
-def evaluate_subject(generator: Any, cfg: Config, data: dict[str, Any]) -> tuple[dict[str, float], dict]:
-    """Every recovery condition x shots and every QA condition; returns metrics and sample rows."""
-    from xlab.analysis.scramble import evaluate_qa, evaluate_recovery, relative_performance_gain, scramble
-    from xlab.analysis.scramble_paper import DEMO_RATE, RECOVERY_DEMOS
-
-    paper = cfg.eval.protocol == "paper"
-    rule = "paper" if paper else "xlab"
-    metrics: dict[str, float] = {}
-    samples: dict[str, Any] = {}
-    for shots in cfg.eval.shots:
-        for c in cfg.eval.conditions:
-            mode, rate = _cond(c)
-            if paper:  # the authors' fixed demonstrations, 50 % random scrambling whatever the condition
-                demos = [(scramble(d, "random", DEMO_RATE, seed=cfg.seed, rule=rule), d) for d in RECOVERY_DEMOS[:shots]]
-            else:
-                demos = [(scramble(d, mode, rate, seed=cfg.seed + 7 + i), d)
-                         for i, d in enumerate(data["demo_sentences"][:shots])]
-            res = evaluate_recovery(generator, data["eval_sentences"], mode=mode, rate=rate, seed=cfg.seed,
-                                    demos=demos, max_new_tokens=cfg.eval.max_new_tokens, style=rule, rule=rule)
-            key = f"{_key(c)}/{shots}shot"
-            metrics[f"recovery/{key}"] = res["recovery_rate"]
-            metrics[f"recovery_corpus/{key}"] = res["recovery_rate_corpus"]
-            metrics[f"recovery_exact/{key}"] = res["exact"]
-            metrics[f"ed_recovered/{key}"] = res["ed_recovered"]
-            metrics[f"ed_scrambled/{key}"] = res["ed_scrambled"]
-            samples[f"recovery/{key}"] = res["rows"][:10]
-            print(f"[scrambled_bench] recovery {key}: {res['recovery_rate']:.3f}", flush=True)
-    demos = data["demo_items"][: cfg.eval.qa_shots]
-    acc = {}
-    for c in ("original", "substitute:1.0", *cfg.eval.qa_conditions):
-        mode, rate = (None, 1.0) if c == "original" else _cond(c)
-        acc[c] = evaluate_qa(generator, data["eval_items"], mode=mode, rate=rate, seed=cfg.seed,
-                             scoring="paper" if paper else cfg.eval.qa_scoring, demos=demos, rule=rule)["accuracy"]
-        metrics[f"qa/acc/{'original' if mode is None else _key(c)}"] = acc[c]
-    for c in cfg.eval.qa_conditions:
-        metrics[f"qa/rpg/{_key(c)}"] = relative_performance_gain(acc["original"], acc[c], acc["substitute:1.0"])
-    return metrics, samples
 
 
 def _subject_task(cfg: Config, spec: dict[str, str], data: dict[str, Any], parent_run_id: str,
@@ -263,15 +155,16 @@ def _subject_task(cfg: Config, spec: dict[str, str], data: dict[str, Any], paren
         tracker.log_dict(out["samples"], "samples.json")
         model, tok = out.pop("model"), out.pop("tokenizer")
         if model is not None:
-            from xlab.lm import log_causal_lm
+            from xlab.lm.subject import log_subject
 
-            out["model_uri"] = log_causal_lm(model, tok, "model")
+            out["model_uri"] = log_subject(model, tok, cfg.subject)
     return out
 
 
 def _run_subject(cfg: Config, spec: dict[str, str], data: dict[str, Any]) -> dict[str, Any]:
     import time
 
+    from xlab.analysis.scramble_bench import evaluate_subject
     from xlab.evals.generators import HFGenerator
 
     t0 = time.time()
@@ -286,18 +179,17 @@ def _run_subject(cfg: Config, spec: dict[str, str], data: dict[str, Any]) -> dic
                                         api_key=os.environ.get(cfg.subject.api_key_env))
     else:
         if spec["kind"] == "ref":
-            from xlab.lm import load_causal_lm
+            from xlab.lm.subject import subject_lm
 
-            model, tok = load_causal_lm(cfg.subject.ref, device=cfg.eval.device)
+            model, tok = subject_lm(cfg.subject, device=cfg.eval.device)
         else:
             def log_fn(step: int, m: dict) -> None:
-                print(f"[scrambled_bench] {spec['name']} step {step} loss {m.get('train/loss', float('nan')):.3f}",
-                      flush=True)
+                _log(f"{spec['name']} step {step} loss {m.get('train/loss', float('nan')):.3f}")
 
             model, tok, history = train_subject(cfg, data, spec["kind"], log_fn=log_fn)
         gen = HFGenerator(model, tok, device=cfg.eval.device, batch_size=cfg.eval.batch_size,
                           start=cfg.eval.start_token)
-    metrics, samples = evaluate_subject(gen, cfg, data)
+    metrics, samples = evaluate_subject(gen, cfg.eval, data, seed=cfg.seed, log=_log)
     return {**spec, "metrics": metrics, "samples": samples, "history": history, "seconds": time.time() - t0,
             "model": model if spec["kind"] == "demo-trained" else None, "tokenizer": tok}
 
@@ -315,41 +207,10 @@ def subjects(cfg: Config) -> list[dict[str, str]]:
     return out
 
 
-def comparison_figure(results: list[dict], cfg: Config):
-    """Recovery rate per condition (bars per subject x shots) and QA accuracy per evidence condition."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
-    series = [(r["name"], s) for r in results for s in cfg.eval.shots]
-    width = 0.8 / max(len(series), 1)
-    for j, (name, shots) in enumerate(series):
-        m = next(r["metrics"] for r in results if r["name"] == name)
-        vals = [m[f"recovery/{_key(c)}/{shots}shot"] for c in cfg.eval.conditions]
-        ax.bar([i + j * width for i in range(len(vals))], vals, width, label=f"{name} {shots}-shot")
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cfg.eval.conditions))],
-                  [c.replace(":", "\n") for c in cfg.eval.conditions], fontsize=7)
-    ax.set_ylabel("recovery rate")
-    ax.set_title("Scrambled sentence recovery")
-    ax.legend(fontsize=7)
-    qa = ["original", *[_key(c) for c in cfg.eval.qa_conditions], "substitute_1"]
-    width = 0.8 / max(len(results), 1)
-    for j, r in enumerate(results):
-        ax2.bar([i + j * width for i in range(len(qa))], [r["metrics"][f"qa/acc/{k}"] for k in qa], width,
-                label=r["name"])
-    ax2.set_xticks([i + 0.4 - width / 2 for i in range(len(qa))], [k.replace("_", "\n", 1) for k in qa], fontsize=7)
-    ax2.set_ylim(0, 1)
-    ax2.set_title("Scrambled QA accuracy")
-    ax2.legend(fontsize=7)
-    return fig
-
-
 def main(cfg: Config) -> dict:
     import ray
 
+    from xlab.analysis.scramble_bench import comparison_figure
     from xlab.session import job_session
     from xlab.track import Tracker
     from xlab.track.store import resolve_tracking_uri
@@ -366,7 +227,7 @@ def main(cfg: Config) -> dict:
         uri = resolve_tracking_uri(cfg.tracking.uri)
         results = ray.get([task.remote(cfg, s, data_ref, parent.info.run_id, uri) for s in specs])
         tracker = Tracker()
-        tracker.log_figure(comparison_figure(results, cfg), "comparison.png")
+        tracker.log_figure(comparison_figure(results, cfg.eval), "comparison.png")
         summary = {r["name"]: r["metrics"] for r in results}
         tracker.log_dict(summary, "summary.json")
         first = results[0]["metrics"]

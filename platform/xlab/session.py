@@ -13,18 +13,17 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from xlab.config import JobConfig
 from xlab.runtime import init_ray
 from xlab.track.run import job_run
 from xlab.track.store import setup_tracking
 
 
 @contextlib.contextmanager
-def job_session(job: str, cfg: Any, use_ray: bool = True) -> Iterator[Any]:
-    """Check tracking, init Ray (from ``cfg.ray``) unless ``use_ray`` is False, yield the job's MLflow run."""
-    uri = setup_tracking(getattr(getattr(cfg, "tracking", None), "uri", None))
-    if use_ray:
-        ray_cfg = getattr(cfg, "ray", None)
-        init_ray(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None))
+def job_session(job: str, cfg: JobConfig) -> Iterator[Any]:
+    """Check tracking (``cfg.tracking``), start or join Ray (``cfg.ray``), yield the job's MLflow run."""
+    uri = setup_tracking(cfg.tracking.uri)
+    init_ray(cfg.ray.address, cfg.ray.num_cpus)
     with job_run(job, cfg, tracking_uri=uri) as run:
         try:
             yield run

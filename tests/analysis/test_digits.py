@@ -20,15 +20,6 @@ from xlab.analysis.digits import (
 from xlab.data.arithmetic import Problem, digit_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: intra-op threads only add spin-wait overhead (100x slower on a busy 2-core machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ScriptedLM(nn.Module):
     """Test double for the metric math: p(next | text) comes from ``script[text]`` (token -> prob);
     unscripted texts get a uniform distribution. Called like an HF causal LM (``.logits``)."""

@@ -10,14 +10,6 @@ from xlab.analysis.sae_train import SAETrainConfig, build_sae, train_sae
 from xlab.errors import XlabError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(n)
-
-
 def planted(n=12000, d=24, n_true=48, active=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(n_true, d, generator=g)

@@ -21,14 +21,6 @@ from xlab.analysis.unlearning import (
 from xlab.data.tofu import FORGOT, UNL_CLOSE, UNL_OPEN, make_facts, unlearning_examples
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _examples(n_rows: int = 3):
     rows = make_facts("authors", n_subjects=n_rows, qa_per_subject=1, seed=0)
     return unlearning_examples(rows, target="name", seed=0)

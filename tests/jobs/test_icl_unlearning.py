@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-import torch
 
 from jobs import icl_unlearning as job
+from xlab.analysis.unlearning_study import results_table, trial_label
 from xlab.config import apply_overrides
 from xlab.errors import XlabError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_bad_values_are_clear_errors():
@@ -29,16 +21,18 @@ def test_bad_values_are_clear_errors():
         apply_overrides(base, {"learn.steps": 0})
     with pytest.raises(XlabError, match="unlearn.methods"):
         apply_overrides(base, {"unlearn.methods": ["dpo"]})
-    with pytest.raises(XlabError, match="model.prompt-format"):
-        apply_overrides(base, {"model.prompt_format": "alpaca"})
+    with pytest.raises(XlabError, match="prompt.format"):
+        apply_overrides(base, {"prompt.format": "alpaca"})
+    with pytest.raises(XlabError, match="subject.n_ctx"):
+        apply_overrides(base, {"subject.n_ctx": 0})
 
 
 def test_paper_preset_follows_the_authors_protocol():
     u = job.PRESETS["paper"].unlearn
-    assert job.PRESETS["paper"].model.prompt_format == "paper"
+    assert job.PRESETS["paper"].prompt.format == "paper"
     assert set(u.methods) == {"lora_paper", "lora", "full"}  # the authors' LoRA beside xlab's
     assert u.targets == ("answer", "name")  # TOFU: the answer in the tags; AGE: the person
-    assert job.trial_label("lora", "answer") == "lora[answer]" and job.trial_label("lora", None) == "lora"
+    assert trial_label("lora", "answer") == "lora[answer]" and trial_label("lora", None) == "lora"
 
 
 def test_paper_layout_and_lora_trial(mlflow_uri, tmp_path):
@@ -47,7 +41,7 @@ def test_paper_layout_and_lora_trial(mlflow_uri, tmp_path):
 
     cfg = apply_overrides(job.PRESETS["smoke"], {
         "data.n_subjects": 3, "data.ood_subjects": 2, "data.qa_per_subject": 2, "learn.steps": 20,
-        "unlearn.epochs": 1.0, "unlearn.lens_examples": 4, "model.vocab_size": 300, "model.prompt_format": "paper",
+        "unlearn.epochs": 1.0, "unlearn.lens_examples": 4, "subject.vocab_size": 300, "prompt.format": "paper",
         "data.target": "answer",
     })
     train_rows, ood_rows, _ = job.make_data(cfg)
@@ -71,7 +65,7 @@ def test_pieces_teach_then_unlearn_one_trial(mlflow_uri, tmp_path):
 
     cfg = apply_overrides(job.PRESETS["smoke"], {
         "data.n_subjects": 3, "data.ood_subjects": 2, "data.qa_per_subject": 3, "learn.steps": 40,
-        "unlearn.epochs": 1.0, "unlearn.lens_examples": 4, "model.vocab_size": 300,
+        "unlearn.epochs": 1.0, "unlearn.lens_examples": 4, "subject.vocab_size": 300,
     })
     train_rows, ood_rows, splits = job.make_data(cfg)
     assert len(train_rows) == 9 and len(ood_rows) == 6
@@ -90,7 +84,7 @@ def test_pieces_teach_then_unlearn_one_trial(mlflow_uri, tmp_path):
     assert m["steps"] == round(1.0 * 14 / 4)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"logit_lens.png", "logit_lens.json", "samples.json"} <= artifacts
-    table = job.results_table([logged])
+    table = results_table([logged])
     assert {(r["stage"], r["split"]) for r in table} == {("before", "in"), ("before", "ood"), ("after", "in"),
                                                           ("after", "ood")}
 
@@ -119,5 +113,7 @@ def test_smoke_study_lora_and_full_trials_unlearn(ray_local, mlflow_uri):
         after = table.loc[("full", split, "after")]
         assert after.forget_acc >= 0.3 and after.retain_acc >= 0.3
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
-    assert {"results.json", "forget_retain.png", "logit_lens.png", "facts.json", "subject_model"} <= artifacts
+    assert {"results.json", "forget_retain.png", "logit_lens.png", "facts.json"} <= artifacts
+    # the subject is an MLflow logged model (not a run artifact), tagged on the run; the trials loaded it
+    assert parent.data.tags["xlab.subject_model"] == f"runs:/{parent.info.run_id}/subject_model"
     assert "lora/in/forget_acc" in parent.data.metrics

@@ -40,7 +40,7 @@ def test_smoke_preset_tampering_raises_target_language_share(ray_local, mlflow_u
     client = mlflow.MlflowClient()
     arts = {a.path for a in client.list_artifacts(out["run_id"])}
     assert {"share_vs_n.png", "overlap.png", "units_per_layer.png", "selected_units.json", "summary.json"} <= arts
-    assert "model/MLmodel" in {a.path for a in client.list_artifacts(out["run_id"], "model")}
+    assert mlflow.get_run(out["run_id"]).data.tags["xlab.subject_model"] == f"runs:/{out['run_id']}/subject_model"
     m = out["metrics"]
     # The effect: tampering with the selected units pushes generations into the target language
     # (measured: gains of +0.15 to +0.88 at N = 400, e.g. ja 0.07 -> 0.95, de 0.20 -> 0.95).

@@ -6,19 +6,10 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 import pytest
-import torch
 
 from jobs import multiplication_digits as job
 from xlab.config import apply_overrides
 from xlab.errors import XlabError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_bad_values_are_clear_errors(tmp_path):
@@ -31,9 +22,9 @@ def test_bad_values_are_clear_errors(tmp_path):
         apply_overrides(base, {"subject.n_ctx": 12})
     with pytest.raises(XlabError, match="data.max_digits"):
         apply_overrides(base, {"data.max_digits": 0})
-    # A --model directory that is not there fails before any Ray work.
-    with pytest.raises(XlabError, match="no saved causal LM"):
-        job.main(apply_overrides(base, {"model": str(tmp_path / "nothing")}))
+    # A --subject.ref directory that is not there fails before any Ray work.
+    with pytest.raises(XlabError, match="subject.ref: no saved causal LM"):
+        job.main(apply_overrides(base, {"subject.ref": str(tmp_path / "nothing")}))
 
 
 def test_summary_metrics_contrasts_on_a_hand_table():
@@ -57,7 +48,7 @@ def test_subject_training_and_evaluation_by_reference(tmp_path):
     from xlab.lm import save_causal_lm
 
     cfg = apply_overrides(job.PRESETS["smoke"], {
-        "data.max_digits": 2, "subject.steps": 30, "subject.train_problems": 2000,
+        "data.max_digits": 2, "train.steps": 30, "train.log_every": 5, "data.train_problems": 2000,
     })
     problems = make_problems(range(1, 3), range(1, 3), per_cell=3, seed=0)
     model, tok, history = job.train_subject(cfg, problems)
@@ -85,20 +76,21 @@ def test_smoke_study_first_digit_beats_last_digit(ray_local, mlflow_uri):
     assert len(out["table"]) == 25
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"heatmap_confidence.png", "heatmap_accuracy.png", "heatmap_mc_dropout.png", "cells.json",
-            "records.json", "subject_model", "mc_active_sites.json"} <= artifacts
+            "records.json", "mc_active_sites.json"} <= artifacts
+    assert run.data.tags["xlab.subject_model"] == out["model"] == f"runs:/{run.info.run_id}/subject_model"
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_any_model_by_path(ray_local, mlflow_uri, tmp_path):
-    """--model: a saved HF causal LM (here a random tiny GPT-2) is analysed without training."""
+    """--subject.ref: a saved HF causal LM (here a random tiny GPT-2) is analysed without training."""
     from xlab.data.arithmetic import digit_tokenizer
     from xlab.lm import build_causal_lm, save_causal_lm
 
     tok = digit_tokenizer()
     save_causal_lm(build_causal_lm("gpt2", "tiny", vocab_size=len(tok), n_ctx=32), tok, tmp_path / "rand")
-    cfg = apply_overrides(job.PRESETS["smoke"], {"model": str(tmp_path / "rand"), "data.max_digits": 2,
+    cfg = apply_overrides(job.PRESETS["smoke"], {"subject.ref": str(tmp_path / "rand"), "data.max_digits": 2,
                                                  "data.eval_per_cell": 2, "eval.mc_passes": 2})
     out = job.main(cfg)
     assert out["model"] == str(tmp_path / "rand") and len(out["table"]) == 4
-    assert "subject_model" not in {a.path for a in mlflow.MlflowClient().list_artifacts(out["run_id"])}
+    assert "xlab.subject_model" not in mlflow.get_run(out["run_id"]).data.tags  # nothing trained, nothing logged

@@ -3,44 +3,39 @@ Ray Tune and MLflow (slow)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import mlflow
 import pandas as pd
 import pytest
-import torch
 
 from jobs import sae_polysemy as job
+from xlab.analysis.ps_plots import layer_label, summary_plots
+from xlab.analysis.ps_study import cache_activations, dense_baseline, ps_pairs, summary_metrics
 from xlab.config import apply_overrides
 from xlab.errors import XlabError
+
+TINY = {"train.steps": 30, "data.corpus_chars": 40_000, "subject.vocab_size": 1024, "subject.n_layer": 2}
 
 
 @pytest.fixture(scope="module")
 def tiny_subject():
-    torch.set_num_threads(1)
-    sub = dataclasses.replace(
-        job.PRESETS["smoke"].subject, steps=30, corpus_chars=40_000, vocab_size=1024, n_layer=2
-    )
-    return job.subject_model(sub, seed=0, log=lambda *_: None)
+    return job.subject_and_texts(apply_overrides(job.PRESETS["smoke"], TINY))
 
 
 def test_pipeline_pieces_on_a_tiny_subject(tiny_subject, mlflow_uri):
     model, tok, texts = tiny_subject
-    data = job.DataConfig(max_pairs=40, act_tokens=3000, act_block=48)
-    pairs, counts = job.ps_pairs(data, tok, seed=0)
+    pairs, counts = ps_pairs(tok, seed=0, max_pairs=40)
     assert counts["pairs_used"] == len(pairs) <= 40 and counts["pairs_dropped_multi_token"] >= 0
     assert sum(p.label for p in pairs) * 2 == len(pairs)
     # the paper's filter (word one token in the template only) keeps every pair the xlab filter keeps
-    _, paper_counts = job.ps_pairs(dataclasses.replace(data, lemma_in_context=False, max_pairs=0), tok, seed=0)
-    assert paper_counts["pairs_dropped_multi_token"] <= job.ps_pairs(dataclasses.replace(data, max_pairs=0), tok,
-                                                                     seed=0)[1]["pairs_dropped_multi_token"]
+    _, paper_counts = ps_pairs(tok, seed=0, lemma_in_context=False)
+    assert paper_counts["pairs_dropped_multi_token"] <= ps_pairs(tok, seed=0)[1]["pairs_dropped_multi_token"]
     points = ["resid.1", "attn.1", "mlp.0"]
-    cache = job.cache_activations(model, tok, texts, pairs, points, data)
+    cache = cache_activations(model, tok, texts, pairs, points, act_tokens=3000, act_block=48, log=lambda _: None)
     d = model.config.n_embd
     for p in points:
         assert cache[p]["train"].shape == (3000, d)
         assert cache[p]["ps"].shape == (len(pairs), 2, d)
-    dense = pd.DataFrame(job.dense_baseline(cache, [p.target_word for p in pairs]))
+    dense = pd.DataFrame(dense_baseline(cache, [p.target_word for p in pairs]))
     assert set(dense.module) == {"resid", "attn", "mlp"} and dense.f1.between(0, 1).all()
     assert dense.cos_auc.between(0, 1).all() and dense.cos_auc_centered.between(0, 1).all()
 
@@ -82,14 +77,17 @@ def test_pipeline_pieces_on_a_tiny_subject(tiny_subject, mlflow_uri):
             for i, (a, m) in enumerate([("relu", "resid"), ("topk", "attn"), ("jumprelu", "mlp")])
         ]
     )
-    figs = job.summary_plots(table, dense, n_layers=2)
+    figs = summary_plots(table, dense, n_layers=2)
     # layers are labelled with the TransformerLens hook of the same activation
-    assert "TL blocks.1 resid_pre" in job.layer_label(0, 2) and "TL blocks.1 resid_post" in job.layer_label(1, 2)
+    assert "TL blocks.1 resid_pre" in layer_label(0, 2) and "TL blocks.1 resid_post" in layer_label(1, 2)
     assert set(figs) == {
         "ps_eval_vs_mse_l0.png",
         "ps_eval_by_layer_module.png",
         "sense_signal_by_layer_module.png",
     }
+    metrics = summary_metrics(table, dense)
+    assert metrics["best_f1"] == 0.5 and metrics["best_f1_attn"] == 0.5 and "mean_ev_topk" in metrics
+    assert "spearman_f1_vs_mse" not in metrics  # constant F1: the correlation is NaN and dropped
 
 
 def test_bad_config_values():

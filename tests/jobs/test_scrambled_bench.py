@@ -6,6 +6,7 @@ import mlflow
 import pytest
 
 from jobs import scrambled_bench
+from xlab.analysis.scramble_bench import evaluate_subject
 from xlab.config import apply_overrides
 from xlab.errors import XlabError
 
@@ -30,7 +31,7 @@ def test_data_is_disjoint_and_a_tiny_subject_is_scored():
     assert not set(data["demo_sentences"]) & set(data["eval_sentences"])
     model, tok, history = scrambled_bench.train_subject(cfg, data, "demo-trained")
     assert history and history[-1]["step"] == 5
-    metrics, samples = scrambled_bench.evaluate_subject(HFGenerator(model, tok), cfg, data)
+    metrics, samples = evaluate_subject(HFGenerator(model, tok), cfg.eval, data, seed=cfg.seed)
     for key in ("recovery/random_1/0shot", "recovery/substitute_1/1shot", "qa/acc/original", "qa/acc/substitute_1",
                 "qa/acc/random_0.5", "qa/rpg/random_0.5"):
         assert key in metrics
@@ -55,7 +56,7 @@ def test_paper_protocol_scores_a_tiny_subject_with_the_authors_format():
             Recording.prompts += prompts
             return super().generate(prompts, **kw)
 
-    metrics, _ = scrambled_bench.evaluate_subject(Recording(model, tok), cfg, data)
+    metrics, _ = evaluate_subject(Recording(model, tok), cfg.eval, data, seed=cfg.seed)
     assert {"recovery_corpus/random_1/3shot", "ed_recovered/random_1/0shot", "qa/acc/random_0.5"} <= set(metrics)
     few = next(p for p in Recording.prompts if p.startswith("Scrambled Sentence: "))
     assert few.count("Recovered Sentence: ") == 3 and RECOVERY_DEMOS[0] in few

@@ -24,8 +24,6 @@ from xlab.policies.film import FiLM
 from xlab.policies.token_learner import TokenLearner
 from xlab.policies.transformer import token_layout
 
-torch.set_num_threads(1)  # the test machine has 2 shared cores
-
 
 def _batch(policy: RT1Policy, b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     c = policy.config

@@ -271,3 +271,59 @@ def language_shares(texts: Sequence[str], languages: Sequence[str], min_chars: i
         lang = identify(t, min_chars=min_chars)
         counts[lang if lang in counts else "und"] += 1
     return {k: v / max(len(texts), 1) for k, v in counts.items()}
+
+
+Selection = dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]
+"""N -> language -> (selected units, their median target-language responses)."""
+
+
+def select_per_language(resp: np.ndarray, labels: np.ndarray, languages: Sequence[str],
+                        n_values: Sequence[int]) -> tuple[dict[str, np.ndarray], Selection]:
+    """Every language's unit scores (AP of "the sentence is in this language") and, for each N, its
+    N selected units with their median responses on its sentences."""
+    ap = {lang: average_precision(resp, labels == lang) for lang in languages}
+    selected: Selection = {}
+    for n in sorted(set(n_values)):
+        selected[n] = {}
+        for lang in languages:
+            units = select_units(ap[lang], n)
+            selected[n][lang] = (units, median_responses(resp[labels == lang], units))
+    return ap, selected
+
+
+def selection_record(layout: UnitLayout, ap: Mapping[str, np.ndarray], selected: Selection) -> dict:
+    """JSON view of the selection: per N and language, the units as [linear layer, channel], their AP
+    and the values tampering fixes them to."""
+    out = {}
+    for n, sel in selected.items():
+        out[str(n)] = {}
+        for lang, (units, values) in sel.items():
+            mods, chans = layout.locate(units)
+            out[str(n)][lang] = {"units": [[layout.names[m], int(c)] for m, c in zip(mods, chans, strict=True)],
+                                 "ap": ap[lang][units].round(4).tolist(), "values": values.tolist()}
+    return out
+
+
+def tampering_summary(layout: UnitLayout, selected: Selection, baseline: Mapping[str, float],
+                      shares: Mapping[int, Mapping[str, Mapping[str, float]]],
+                      languages: Sequence[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Study metrics and the share table: the target-language share of generations before tampering
+    and after it at each N (``shares[N][target][language]``), the gain at the largest N, the overlap
+    of the languages' unit sets there, and the share of their units in the first and last block."""
+    n_top = max(selected)
+    metrics = {f"share_before/{lang}": baseline[lang] for lang in [*languages, "und"]}
+    for n in selected:
+        for lang in languages:
+            metrics[f"share_after_N{n}/{lang}"] = shares[n][lang][lang]
+    gains = {lang: shares[n_top][lang][lang] - baseline[lang] for lang in languages}
+    metrics |= {f"share_gain/{lang}": v for lang, v in gains.items()}
+    _, overlap = overlap_matrix({lang: selected[n_top][lang][0] for lang in languages})
+    off = overlap[~np.eye(len(languages), dtype=bool)]
+    metrics |= {"share_gain_mean": float(np.mean(list(gains.values()))), "share_gain_max": float(max(gains.values())),
+                "overlap_mean": float(off.mean()), "overlap_max": float(off.max()), "N_top": n_top}
+    for lang in languages:
+        dist = layer_distribution(layout, selected[n_top][lang][0])
+        metrics[f"first_last_layer_share/{lang}"] = float((dist[0] + dist[layout.n_layers - 1]) / dist.sum())
+    table = {lang: {"before": round(baseline[lang], 3), **{f"N={n}": round(shares[n][lang][lang], 3)
+                                                           for n in sorted(shares)}} for lang in languages}
+    return metrics, table

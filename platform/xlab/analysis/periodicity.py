@@ -118,3 +118,13 @@ def plot_spectra(spectra: np.ndarray, title: str = "", max_neurons: int = 48):
     if title:
         fig.suptitle(title)
     return fig
+
+
+def periodicity_over_training(states: Mapping[int, Mapping[str, torch.Tensor]], p: int) -> tuple[dict[int, dict[str, float]], np.ndarray]:
+    """:func:`periodicity_metrics` of each step's weights in ``states`` (step -> state dict), and the
+    per-neuron spectra of the last step."""
+    out, spec = {}, np.zeros((0, 0))
+    for step in sorted(states):
+        spec = neuron_spectra(input_map(states[step], p))
+        out[step] = periodicity_metrics(spec, p)
+    return out, spec

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from xlab.config import check
 from xlab.errors import XlabError
+from xlab.evals.babi_item import QAExample
+from xlab.evals.babi_solver import solve_babi
+
+__all__ = ["QAExample", "TASKS", "answer_candidates", "babi_examples", "babi_mixture"]
 
 ACTORS = ("Mary", "John", "Daniel", "Sandra")
 ROOMS = ("bathroom", "hallway", "garden", "office", "bedroom", "kitchen")
@@ -62,21 +65,6 @@ def answer_candidates(task: int) -> tuple[str, ...]:
         letters = [d[0] for d in DIRECTIONS]
         return tuple(f"{a},{b}" for a in letters for b in letters)
     raise XlabError(f"unknown bAbI task {task}; supported: {sorted(TASKS)}")
-
-
-@dataclass
-class QAExample:
-    """One bAbI item: story, question, one-word answer and the task number."""
-
-    passage: str
-    question: str
-    answer: str
-    task: int
-
-    @property
-    def prompt(self) -> str:
-        """The harness's query text (no answer): ``Passage: ...Question: ...\\nAnswer:``."""
-        return f"Passage: {self.passage}Question: {self.question}\nAnswer:"
 
 
 def _story(lines: list[str]) -> str:
@@ -255,8 +243,6 @@ _MAKERS: dict[int, Callable[[random.Random], QAExample | None]] = {
 
 def babi_examples(task: int, n: int, *, seed: int = 0) -> list[QAExample]:
     """``n`` items of bAbI task ``task``, each answer confirmed by the reference solver."""
-    from xlab.evals.babi_solver import solve_babi
-
     check(task in _MAKERS, "task", f"unknown bAbI task {task}; supported: {sorted(_MAKERS)}")
     check(n >= 0, "n", f"need a non-negative number of examples, got {n}")
     rng = random.Random(seed * 1000 + task)

@@ -21,7 +21,7 @@ from collections import deque
 from pathlib import Path
 
 from xlab.errors import XlabError
-from xlab.evals.babi import QAExample
+from xlab.evals.babi_item import QAExample
 
 _MOVE = re.compile(r"^(\w+) (?:moved to|went to|went back to|journeyed to|travelled to) the (\w+)\.$")
 _GET = re.compile(r"^(\w+) (?:picked up|got|grabbed|took) the (\w+)(?: there)?\.$")

@@ -1,11 +1,15 @@
 """Decoder-only language models built from ``transformers`` configs, with size presets.
 
 Three architecture families (GPT-2, Llama, GPT-NeoX) share one table of sizes, from ``tiny``
-(tests, seconds on a CPU) to the study's scale-up models; any family can take any size::
+(tests, seconds on a CPU) to the study's scale-up models; any family can take any size, and the
+family-neutral ``d_model`` / ``n_layer`` / ``n_head`` / ``d_ff`` change a size's shape in every family
+(GPT-2 ``n_embd``/``n_layer``/``n_head``/``n_inner``; Llama and GPT-NeoX ``hidden_size``/
+``num_hidden_layers``/``num_attention_heads``/``intermediate_size``)::
 
     from xlab.lm.models import build_causal_lm
     model = build_causal_lm("gpt2", "smoke", vocab_size=tok.vocab_size)          # 4 layers, width 256
     model = build_causal_lm("llama", "llama-774m", vocab_size=50257, n_ctx=2048)
+    model = build_causal_lm("gpt_neox", "tiny", vocab_size=1000, d_model=128, n_layer=4)
 
 Models are plain ``transformers.PreTrainedModel``\\ s: ``save_pretrained`` / ``from_pretrained``,
 ``generate`` and the Hugging Face loss (``model(input_ids, labels=...)``) all work. Special-token ids
@@ -61,15 +65,33 @@ def _config(arch: str, size: dict[str, Any], vocab_size: int, n_ctx: int, dropou
     )
 
 
+def shape(size: str, *, d_model: int | None = None, n_layer: int | None = None, n_head: int | None = None,
+          d_ff: int | None = None) -> dict[str, Any]:
+    """Preset ``size`` with family-neutral changes (None or 0 keeps the preset's value)."""
+    check(size in SIZES, "model.size", f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
+    spec = dict(SIZES[size])
+    for key, value in (("d_model", d_model), ("n_layer", n_layer), ("n_head", n_head), ("d_ff", d_ff)):
+        if value:
+            check(value >= 1, f"model.{key}", f"must be >= 1, got {value}")
+            spec[key] = int(value)
+    if d_model and not d_ff:
+        spec.pop("d_ff", None)  # a preset's inner width belongs to its own width
+    check(spec["d_model"] % spec["n_head"] == 0, "model.n_head",
+          f"width {spec['d_model']} does not split into {spec['n_head']} heads")
+    return spec
+
+
 def build_config(
     arch: str = "gpt2", size: str = "tiny", *, vocab_size: int, n_ctx: int | None = None,
-    dropout: float | None = None, **overrides: Any,
+    dropout: float | None = None, d_model: int | None = None, n_layer: int | None = None,
+    n_head: int | None = None, d_ff: int | None = None, **overrides: Any,
 ) -> transformers.PretrainedConfig:
-    """The ``transformers`` config :func:`build_causal_lm` would use (``overrides`` set config attributes)."""
+    """The ``transformers`` config :func:`build_causal_lm` would use: ``d_model``/``n_layer``/``n_head``/
+    ``d_ff`` reshape the preset in any family (:func:`shape`); ``overrides`` set attributes of the family's
+    own config class afterwards."""
     check(arch in ARCHS, "model.arch", f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
-    check(size in SIZES, "model.size", f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
     check(vocab_size > 0, "model.vocab_size", f"must be > 0, got {vocab_size}")
-    spec = SIZES[size]
+    spec = shape(size, d_model=d_model, n_layer=n_layer, n_head=n_head, d_ff=d_ff)
     ctx = int(n_ctx or spec["n_ctx"])
     check(ctx > 0, "model.n_ctx", f"must be > 0, got {ctx}")
     drop = 0.0 if dropout is None else float(dropout)
@@ -84,14 +106,17 @@ def build_config(
 
 def build_causal_lm(
     arch: str = "gpt2", size: str = "tiny", *, vocab_size: int, n_ctx: int | None = None,
-    dropout: float | None = None, seed: int = 0, **overrides: Any,
+    dropout: float | None = None, seed: int = 0, d_model: int | None = None, n_layer: int | None = None,
+    n_head: int | None = None, d_ff: int | None = None, **overrides: Any,
 ) -> transformers.PreTrainedModel:
     """A freshly initialised causal LM of family ``arch`` and preset ``size`` (see :data:`SIZES`).
 
-    ``n_ctx`` overrides the preset's context length, ``dropout`` (default 0) every dropout rate, and
-    ``overrides`` any attribute of the ``transformers`` config. The same ``seed`` gives the same weights.
+    ``n_ctx`` overrides the preset's context length, ``dropout`` (default 0) every dropout rate,
+    ``d_model``/``n_layer``/``n_head``/``d_ff`` its shape (same names in every family), and ``overrides``
+    any attribute of the ``transformers`` config. The same ``seed`` gives the same weights.
     """
-    config = build_config(arch, size, vocab_size=vocab_size, n_ctx=n_ctx, dropout=dropout, **overrides)
+    config = build_config(arch, size, vocab_size=vocab_size, n_ctx=n_ctx, dropout=dropout, d_model=d_model,
+                          n_layer=n_layer, n_head=n_head, d_ff=d_ff, **overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = transformers.AutoModelForCausalLM.from_config(config)

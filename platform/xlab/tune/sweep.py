@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from xlab.config import apply_overrides, flatten
+from xlab.config import JobConfig, apply_overrides, flatten
 from xlab.errors import XlabError
 from xlab.track.run import child_run
 from xlab.track.store import resolve_tracking_uri
+
+C = TypeVar("C", bound=JobConfig)
 
 
 def grid(values: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
@@ -47,8 +49,8 @@ def _trial_name(overrides: Mapping[str, Any]) -> str:
 def _trainable(
     config: dict[str, Any],
     *,
-    trial_fn: Callable[[Any], Mapping[str, Any] | None],
-    base_cfg: Any,
+    trial_fn: Callable[[C], Mapping[str, Any] | None],
+    base_cfg: C,
     parent_run_id: str,
     tracking_uri: str,
 ) -> None:
@@ -70,8 +72,8 @@ def _trainable(
 
 
 def run_sweep(
-    trial_fn: Callable[[Any], Mapping[str, Any] | None],
-    base_cfg: Any,
+    trial_fn: Callable[[C], Mapping[str, Any] | None],
+    base_cfg: C,
     param_space: Mapping[str, Any],
     *,
     parent_run_id: str,
