@@ -288,36 +288,28 @@ def test_bad_frames_and_bad_keys_are_refused_without_disturbing_others(endpoint,
 
     from xlab.serve.client import AuthError, PolicyClient, ServerFrameError
 
-    imgs, sts = frames(4, seed=7), states(4, seed=7)
+    imgs, sts = frames(6, seed=7), states(6, seed=7)
     want = expected_actions(policy_dir, imgs, sts)
     good = PolicyClient(endpoint, api_key=KEY)
     bad = PolicyClient(endpoint, api_key=KEY)
     np.testing.assert_allclose(good.infer(obs(imgs[0], sts[0], first=True))["actions"], want[0], atol=1e-5)
-    for frame, message in [
+    bad_frames = [
         (b"\x00\xc1", "not a msgpack"),
         (protocol.packb({"prompt": PROMPT}), "missing"),
-        (
-            protocol.packb(
-                {
-                    "observation/image": imgs[0].astype(np.float32),
-                    "prompt": PROMPT,
-                    "observation/state": sts[0],
-                }
-            ),
-            "uint8",
-        ),
+        (protocol.packb({"observation/image": imgs[0].astype(np.float32), "prompt": PROMPT}), "uint8"),
         (b"\x00" * (protocol.MAX_FRAME_BYTES + 1), "exceeds the limit"),
-    ]:
+    ]
+    for t, (frame, message) in enumerate(bad_frames, start=1):
         bad._ws.send(frame)
         reply = bad._ws.recv(timeout=60)
         assert isinstance(reply, str) and reply.startswith("bad frame:") and message in reply, reply
-        np.testing.assert_allclose(good.infer(obs(imgs[1], sts[1]))["actions"].shape, (2, 13))
+        # The other connection's episode goes on, its history untouched.
+        np.testing.assert_allclose(good.infer(obs(imgs[t], sts[t]))["actions"], want[t], atol=1e-5)
     with pytest.raises(ServerFrameError, match="observation/state"):
         bad.infer({"observation/image": imgs[0], "prompt": PROMPT})
-    # The bad connection still works, and the good one's history was never touched by any of it.
+    # The bad connection is still usable.
     assert bad.infer(obs(imgs[0], sts[0], first=True))["actions"].shape == (2, 13)
-    for t in (2, 3):
-        np.testing.assert_allclose(good.infer(obs(imgs[t], sts[t]))["actions"], want[t], atol=1e-5)
+    np.testing.assert_allclose(good.infer(obs(imgs[5], sts[5]))["actions"], want[5], atol=1e-5)
     for key in ("wrong-key-0123456789", None):
         with pytest.raises(AuthError, match="API key"):
             PolicyClient(endpoint, api_key=key, timeout=30)
@@ -347,7 +339,7 @@ def test_killed_replicas_are_restarted_and_clients_continue(endpoint, policy_dir
     os.kill(s["policy_pid"], signal.SIGKILL)
     got += [client.infer(obs(imgs[t], sts[t]))["actions"] for t in (2, 3)]
     s2 = http_stats(endpoint)
-    assert s2["policy_pid"] != s["policy_pid"] and s2.get("policy_retries", 0) >= 1, s2
+    assert s2["policy_pid"] != s["policy_pid"], s2  # Serve restarted it (the request waited or was retried)
     os.kill(s2["pid"], signal.SIGKILL)  # the gateway: this connection drops with it
     got += [client.infer(obs(imgs[t], sts[t]))["actions"] for t in (4, 5, 6)]
     assert client.reconnects == 1

@@ -84,11 +84,13 @@ def serve_policy(
 
     joined = os.environ.get("RAY_ADDRESS", "") not in ("", "local")
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     from xlab.runtime import init_ray, shutdown_ray
 
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         init_ray(include_dashboard=False)
+        for sig in previous:  # after Ray's start-up, which installs its own SIGTERM handler
+            signal.signal(sig, lambda *_: stop.set())
         from ray import serve
 
         from xlab.serve.gateway import start_gateway

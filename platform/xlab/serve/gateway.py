@@ -20,7 +20,8 @@ bad frames and the policy replica's batch statistics as JSON.
     start_gateway("xlab-policy", name="xlab-ws", route_prefix="/", api_key="")   # behind Serve's HTTP proxy
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see the real WebSocket/Request types of the
+# routes (as strings, Serve's class-based view leaves them unresolved and every WebSocket gets a 403).
 
 import asyncio
 import hashlib

@@ -23,7 +23,6 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from xlab.data.rlds.schema import ACTION_DIM, ACTION_DIM_NAMES, ACTION_SPEC, flatten_action
 from xlab.errors import XlabError
 
 PROTOCOL = "xlab-policy-ws/1 (openpi msgpack-numpy)"
@@ -187,6 +186,8 @@ def parse_observation(obs: dict[str, Any], state_dim: int, need_prompt: bool = T
 
 def action_layout() -> list[list[Any]]:
     """``[[key, start, stop], ...]``: where each RT-1 key sits in the flat ``actions`` vector."""
+    from xlab.data.rlds.schema import ACTION_SPEC  # server side only: keeps the client free of torch
+
     out, i = [], 0
     for key, n in ACTION_SPEC:
         out.append([key, i, i + n])
@@ -196,6 +197,8 @@ def action_layout() -> list[list[Any]]:
 
 def metadata(info: dict[str, Any]) -> dict[str, Any]:
     """The frame sent on connect, from the policy server's ``info()``."""
+    from xlab.data.rlds.schema import ACTION_DIM, ACTION_DIM_NAMES
+
     return {
         "protocol": PROTOCOL,
         "policy": info["policy"],
@@ -214,6 +217,8 @@ def metadata(info: dict[str, Any]) -> dict[str, Any]:
 
 def reply(chunk: dict[str, np.ndarray], timing: dict[str, float]) -> dict[str, Any]:
     """The reply to one inferred frame: ``chunk`` is one request's RT-1 dict ``{key: [K, ...]}``."""
+    from xlab.data.rlds.schema import ACTION_SPEC, flatten_action
+
     out: dict[str, Any] = {"actions": flatten_action(chunk).astype(np.float32)}
     for key, _ in ACTION_SPEC:
         out[key] = np.asarray(chunk[key])
