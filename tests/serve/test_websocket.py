@@ -372,7 +372,8 @@ def openpi_venv() -> Path:
         return python
     for cmd in (
         ["python3", "-m", "venv", str(venv)],
-        [str(python), "-m", "pip", "install", "-q", "openpi-client"],
+        # openpi-client 0.1.2 imports typing_extensions without declaring it.
+        [str(python), "-m", "pip", "install", "-q", "openpi-client", "typing_extensions"],
     ):
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
