@@ -265,7 +265,7 @@ def main(cfg: Config) -> dict:
 
             api_key = secrets.token_hex(16)
             start_gateway(server_app, name=f"{server_app}-ws", route_prefix=f"/{server_app}", api_key=api_key)
-            server_url = f"{server_url}/{server_app}"
+            server_url = f"{server_url}/{server_app}/"  # the trailing slash: Serve routes "/app" only as "/app/"
         controllers = (["policy"] if uses_policy else [cfg.policy]) + [r for r in ev.references if r != cfg.policy]
         specs = []
         for c in controllers:

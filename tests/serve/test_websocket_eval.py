@@ -21,6 +21,7 @@ def policy_dir(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # two evaluations, a Serve restart with its HTTP proxy: ~2.5 min on 2 cores
 def test_websocket_transport_matches_handle_transport(ray_local, policy_dir):
     """Same seeds, same policy: every episode's success, length and recorded frames are identical."""
     runs = {}

@@ -40,7 +40,9 @@ def _connect(url: str, api_key: str | None, timeout: float) -> Any:
     from websockets.sync.client import connect
 
     headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
-    return connect(url, additional_headers=headers, compression=None, max_size=None, open_timeout=timeout)
+    conn = connect(url, additional_headers=headers, compression=None, max_size=None, open_timeout=timeout)
+    # Held across calls, not used in a `with`: entering it is what websockets >= 17.1 asks of that use.
+    return conn.__enter__()
 
 
 class PolicyClient:

@@ -258,9 +258,8 @@ def ensure_serve(http: tuple[str, int] | None = None, reuse_proxy: bool = False)
 
     client = _get_global_client(raise_if_no_controller_running=False)
     if client is not None and http is not None:
-        cfg = client.http_config
-        proxied = bool(cfg.host) and "disabled" not in str(cfg.location).lower() and "noserver" not in str(
-            cfg.location).lower()
+        cfg = client.http_config  # keeps its default host/port even when the proxy is disabled
+        proxied = bool(cfg.host) and bool(serve.status().proxies)
         if proxied and reuse_proxy:
             return str(cfg.host), int(cfg.port)
         if not proxied or (cfg.host, int(cfg.port)) != http:
