@@ -6,13 +6,13 @@ For each N (default 1, 4, 16, 64), in this run:
   windows at a time, ``N / forward time`` requests/s (one torch thread, as the replica);
 * **network**: N WebSocket connections (asyncio, in ``--client-procs`` separate processes, never Ray actors)
   each sending one frame and waiting for its reply, as fast as they can, for ``--seconds``, through Serve's
-  HTTP proxy, the gateway (:mod:`xlab.serve.gateway`) and one batching policy replica.
+  HTTP proxy to one batching replica with a WebSocket front (:mod:`xlab.serve.gateway`, what `xlab serve` runs).
 
 Printed per N: requests/s of both and their ratio (goal: >= 0.8 at N = 16), client round-trip p50/p99, the
 replica's mean batch (goal: >= 0.75 N), and each request's time split into transport (client round trip
-minus the gateway's receipt-to-reply time: msgpack, the socket, the proxy, Ray's hop to the gateway),
-gateway (decode, resize, history, the handle hop to the replica, minus the next two), queue (waiting in
-the replica for the batch) and inference (the batch's forward pass).
+minus the replica's receipt-to-reply time: msgpack, the socket, Serve's proxy and its hop to the replica),
+gateway (decode, resize, history, batch assembly: the replica's time minus the next two), queue (waiting
+for the batch to fill) and inference (the batch's forward pass).
 
     python benchmarks/serving_ws.py                         # rt1x-tiny at 48 px, untrained
     python benchmarks/serving_ws.py --n 16 --seconds 20 --policy models:/rt1x-policy@latest-train
@@ -147,12 +147,11 @@ def network(
     stats = gateway.stats.remote().result()
     a = np.array(rows)
     rtt, total, queue_ms, inf = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
-    pol = stats["policy"]
     return {
         "req_per_s": len(a) / seconds,
         "p50_ms": float(np.percentile(rtt, 50)),
         "p99_ms": float(np.percentile(rtt, 99)),
-        "mean_batch": pol["mean_batch"],
+        "mean_batch": stats["mean_batch"],
         "transport_ms": float(np.mean(rtt - total)),
         "gateway_ms": float(np.mean(total - queue_ms - inf)),
         "queue_ms": float(np.mean(queue_ms)),
@@ -177,7 +176,7 @@ def main() -> None:
 
     from xlab.policies import build_policy
     from xlab.runtime import init_ray, shutdown_ray
-    from xlab.serve import load_any_policy, start_policy_server
+    from xlab.serve import load_any_policy
     from xlab.serve.gateway import loopback_proxy, start_gateway
 
     torch.set_num_threads(1)
@@ -195,15 +194,16 @@ def main() -> None:
     key = "bench-key-0123456789abcdef"
     try:
         url = loopback_proxy()
-        start_policy_server(
+        meta = start_gateway(
             policy_ref,
-            name="bench-policy",
+            name="bench-ws",
+            route_prefix="/",
+            api_key=key,
             max_batch_size=max(args.n),
             batch_wait_timeout_s=args.batch_wait_ms / 1000,
             num_cpus=0.5,
             threads=1,
         )
-        meta = start_gateway("bench-policy", name="bench-ws", route_prefix="/", api_key=key, num_cpus=0.25)
         gateway = serve.get_app_handle("bench-ws")
         for n in args.n:
             i = ideal(policy, n, min(args.seconds, 5.0))

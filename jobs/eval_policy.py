@@ -254,18 +254,19 @@ def main(cfg: Config) -> dict:
             server_url = loopback_proxy()  # before any application: Serve's proxy settings are fixed at start
         if uses_policy:
             server_app = app_name(run.info.run_id)  # its own application: deleted below, and only it
-            start_policy_server(cfg.policy, name=server_app, replicas=cfg.server.replicas,
-                                max_batch_size=cfg.server.max_batch_size,
-                                batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,
-                                num_gpus=cfg.server.num_gpus, threads=cfg.server.threads)
-        if websocket:
-            import secrets
+            server = dict(replicas=cfg.server.replicas, max_batch_size=cfg.server.max_batch_size,
+                          batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,
+                          num_gpus=cfg.server.num_gpus, threads=cfg.server.threads)
+            if websocket:  # the same batching replica, with its WebSocket front at /<app>/ and a one-run key
+                import secrets
 
-            from xlab.serve.gateway import start_gateway
+                from xlab.serve.gateway import start_gateway
 
-            api_key = secrets.token_hex(16)
-            start_gateway(server_app, name=f"{server_app}-ws", route_prefix=f"/{server_app}", api_key=api_key)
-            server_url = f"{server_url}/{server_app}/"  # the trailing slash: Serve routes "/app" only as "/app/"
+                api_key = secrets.token_hex(16)
+                start_gateway(cfg.policy, name=server_app, route_prefix=f"/{server_app}", api_key=api_key, **server)
+                server_url = f"{server_url}/{server_app}/"  # the trailing slash: Serve routes "/app" as "/app/"
+            else:
+                start_policy_server(cfg.policy, name=server_app, **server)
         controllers = (["policy"] if uses_policy else [cfg.policy]) + [r for r in ev.references if r != cfg.policy]
         specs = []
         for c in controllers:
@@ -300,8 +301,6 @@ def main(cfg: Config) -> dict:
                 server_stats = serve.get_app_handle(server_app).stats.remote().result(timeout_s=60)
         finally:
             pool.shutdown()
-            if websocket:
-                shutdown_policy_server(f"{server_app}-ws")
             if server_app:
                 shutdown_policy_server(server_app)
         rows = summarize(results)

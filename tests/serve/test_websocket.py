@@ -273,7 +273,7 @@ def test_sixteen_connections_are_batched_and_closing_frees_history(endpoint):
     assert not errors, errors
     s = http_stats(endpoint)
     assert s["inferred"] == 16 * 8 and s["history_frames"] == 16 * 3
-    assert s["policy"]["mean_batch"] > 8, s["policy"]
+    assert s["mean_batch"] > 8, s
     for c in clients:
         c.close()
     deadline = time.monotonic() + 30
@@ -323,27 +323,21 @@ def test_bad_frames_and_bad_keys_are_refused_without_disturbing_others(endpoint,
 
 
 @pytest.mark.slow
-def test_killed_replicas_are_restarted_and_clients_continue(endpoint, policy_dir):
-    """Kill the policy replica (the gateway retries) and then the gateway replica (the client reconnects and
-    replays its history): every action still equals the uninterrupted in-process one."""
+def test_killed_replica_is_restarted_and_clients_reconnect_and_continue(endpoint, policy_dir):
+    """Kill the replica under an open connection: Serve restarts it, the client reconnects and replays its
+    history, and every action still equals the uninterrupted in-process one."""
     from xlab.serve.client import PolicyClient
 
-    imgs, sts = frames(7, seed=11), states(7, seed=11)
+    imgs, sts = frames(6, seed=11), states(6, seed=11)
     want = expected_actions(policy_dir, imgs, sts)
     client = PolicyClient(endpoint, api_key=KEY, reconnect_s=180)
-    got = [
-        client.infer(obs(imgs[0], sts[0], first=True))["actions"],
-        client.infer(obs(imgs[1], sts[1]))["actions"],
-    ]
-    s = http_stats(endpoint)
-    os.kill(s["policy_pid"], signal.SIGKILL)
-    got += [client.infer(obs(imgs[t], sts[t]))["actions"] for t in (2, 3)]
-    s2 = http_stats(endpoint)
-    assert s2["policy_pid"] != s["policy_pid"], s2  # Serve restarted it (the request waited or was retried)
-    os.kill(s2["pid"], signal.SIGKILL)  # the gateway: this connection drops with it
-    got += [client.infer(obs(imgs[t], sts[t]))["actions"] for t in (4, 5, 6)]
+    got = [client.infer(obs(imgs[t], sts[t], first=t == 0))["actions"] for t in range(3)]
+    pid = http_stats(endpoint)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    got += [client.infer(obs(imgs[t], sts[t]))["actions"] for t in range(3, 6)]
     assert client.reconnects == 1
-    assert http_stats(endpoint)["pid"] != s2["pid"]
+    s = http_stats(endpoint)
+    assert s["pid"] != pid and s["connections"] == 1 and s["history_frames"] == 3, s
     for t, (g, w) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_allclose(g, w, atol=1e-5, err_msg=f"step {t}")
     client.close()

@@ -1,8 +1,8 @@
 """``xlab serve POLICY_REF``: serve a policy to robot clients over the network until Ctrl-C or SIGTERM.
 
-Starts (or joins, with ``RAY_ADDRESS``) a Ray cluster, Serve with its HTTP proxy at ``--host:--port``,
-the batching policy replicas (:mod:`xlab.serve.server`) and the WebSocket gateway
-(:mod:`xlab.serve.gateway`) at ``/``; prints the endpoint and blocks. Any openpi-protocol client
+Starts (or joins, with ``RAY_ADDRESS``) a Ray cluster, Serve with its HTTP proxy at ``--host:--port`` and
+``--replicas`` batching policy replicas with a WebSocket front (:mod:`xlab.serve.gateway`) at ``/``; prints
+the endpoint and blocks. Any openpi-protocol client
 (``openpi_client.websocket_client_policy.WebsocketClientPolicy``, :class:`xlab.serve.client.PolicyClient`,
 ``python -m xlab.serve.remote_episode``) can then drive a robot with it.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from xlab.errors import XlabError
 from xlab.runtime import is_loopback
 
-POLICY_APP, GATEWAY_APP = "xlab-serve-policy", "xlab-serve"
+APP = "xlab-serve"
 
 
 def read_api_key(path: str | Path) -> str:
@@ -74,10 +74,10 @@ def serve_policy(
     stats_every_s: float = 60.0,
 ) -> None:
     """Serve ``policy_ref`` at ``ws://host:port`` until SIGINT/SIGTERM, then shut Serve (and a local Ray) down."""
+    api_key = read_api_key(api_key_file) if api_key_file else ""
+    check_bind(host, port, api_key)  # before importing Ray and torch: a refusal takes a second
     from xlab.serve.server import load_any_policy
 
-    api_key = read_api_key(api_key_file) if api_key_file else ""
-    check_bind(host, port, api_key)
     if replicas < 1 or num_gpus < 0 or max_batch_size < 1 or batch_wait_ms < 0:
         raise XlabError("--replicas and --max-batch-size must be >= 1, --num-gpus and --batch-wait-ms >= 0")
     load_any_policy(policy_ref)  # a bad reference fails in one line before Ray starts
@@ -94,12 +94,14 @@ def serve_policy(
         from ray import serve
 
         from xlab.serve.gateway import start_gateway
-        from xlab.serve.server import ensure_serve, start_policy_server
+        from xlab.serve.server import ensure_serve
 
         ensure_serve((host, port))
-        start_policy_server(
+        meta = start_gateway(
             policy_ref,
-            name=POLICY_APP,
+            name=APP,
+            route_prefix="/",
+            api_key=api_key,
             replicas=replicas,
             max_batch_size=max_batch_size,
             batch_wait_timeout_s=batch_wait_ms / 1000,
@@ -107,7 +109,6 @@ def serve_policy(
             num_gpus=num_gpus,
             threads=threads,
         )
-        meta = start_gateway(POLICY_APP, name=GATEWAY_APP, route_prefix="/", api_key=api_key)
         shown = f"[{host}]" if ":" in host else host
         print(
             f"[xlab serve] {policy_ref} at ws://{shown}:{port} ({replicas} replica(s); image {meta['image_size']} px, "
@@ -115,7 +116,7 @@ def serve_policy(
             f"{'API key required' if api_key else 'no API key: loopback only'}); Ctrl-C to stop",
             flush=True,
         )
-        gateway = serve.get_app_handle(GATEWAY_APP)
+        gateway = serve.get_app_handle(APP)
         last_frames, last_t = 0, time.monotonic()
         while not stop.wait(stats_every_s):
             s = gateway.stats.remote().result(timeout_s=30)
@@ -123,7 +124,7 @@ def serve_policy(
             if frames != last_frames:
                 print(
                     f"[xlab serve] {s['connections']} connection(s), {(frames - last_frames) / (now - last_t):.1f} "
-                    f"frames/s, mean batch {s['policy']['mean_batch']:.1f}, bad frames {s.get('bad_frames', 0)}",
+                    f"frames/s, mean batch {s['mean_batch']:.1f}, bad frames {s.get('bad_frames', 0)}",
                     flush=True,
                 )
             last_frames, last_t = frames, now
@@ -138,8 +139,7 @@ def serve_policy(
             if not ray.is_initialized():
                 pass
             elif joined:  # someone else's cluster: remove only what this command deployed
-                for app in (GATEWAY_APP, POLICY_APP):
-                    serve.delete(app)
+                serve.delete(APP)
             else:
                 serve.shutdown()
         except Exception:  # Ray may already be going down with the signal; shutdown_ray still runs

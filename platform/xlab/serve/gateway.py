@@ -1,32 +1,33 @@
-"""The WebSocket gateway: a Serve ingress deployment that speaks openpi's protocol and keeps each connection's history.
+"""The WebSocket endpoint: a Serve ingress replica that speaks openpi's protocol, keeps each connection's
+history and batches every connection's request into one forward pass.
 
-Each WebSocket connection is one episode stream. On connect the gateway checks the API key (when one is
-set: ``Authorization: Api-Key KEY``, the header ``openpi-client`` sends; a missing or wrong key closes the
-connection with code 1008 and a reason saying so), then sends the metadata frame
-(:func:`xlab.serve.protocol.metadata`). Every binary frame is one observation: the image is resized to the
-policy's size (as training windows are), pushed into the connection's own
-:class:`~xlab.policies.HistoryBuffer` (keyed history: clients send one frame per step, never the window),
-and the window goes to the batching :class:`~xlab.serve.server.PolicyServer` application through a Serve
-handle, so requests from every connection share one forward pass. A frame the gateway cannot use gets a
-text frame naming the problem and the connection stays open. The history is dropped when the connection
-closes. A policy replica that dies is retried with backoff while Serve restarts it (the client only sees a
-slower reply); a gateway replica that dies drops its connections, and :class:`xlab.serve.client.PolicyClient`
-reconnects and replays its last frames.
+:class:`PolicyGateway` is the batching policy replica (:class:`~xlab.serve.server.BatchingPolicy`, the body
+of the handle-served ``PolicyServer``) with a WebSocket front: a request goes from the socket to
+``act_batch`` in the same process, without another Serve hop (measured: the hop to a separate policy
+replica cost more than the forward pass at 16 clients, docs/serving.md). Each WebSocket connection is one
+episode stream. On connect the replica checks the API key (when one is set: ``Authorization: Api-Key KEY``,
+the header ``openpi-client`` sends; a missing or wrong key closes the connection with code 1008 and a reason
+saying so), then sends the metadata frame (:func:`xlab.serve.protocol.metadata`). Every binary frame is one
+observation: the image is resized to the policy's size (as training windows are), pushed into the
+connection's own :class:`~xlab.policies.HistoryBuffer` (keyed history: clients send one frame per step,
+never the window), and the window joins the batch of every waiting connection. A frame the replica cannot
+use gets a text frame naming the problem and the connection stays open. The history is dropped when the
+connection closes. A replica that dies drops its connections and Serve restarts it;
+:class:`xlab.serve.client.PolicyClient` reconnects and replays its last frames. With several replicas
+Serve's proxy spreads connections over them and each batches its own.
 
 ``GET /healthz`` answers ``OK``; ``GET /stats`` (API key required when set) returns connections, frames,
-bad frames and the policy replica's batch statistics as JSON.
+bad frames and the batch statistics as JSON.
 
     from xlab.serve.gateway import start_gateway
-    start_gateway("xlab-policy", name="xlab-ws", route_prefix="/", api_key="")   # behind Serve's HTTP proxy
+    start_gateway("models:/rt1x-policy@latest-train", name="xlab-serve", route_prefix="/", api_key="")
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real WebSocket/Request types of the
 # routes (as strings, Serve's class-based view leaves them unresolved and every WebSocket gets a 403).
 
-import asyncio
 import hashlib
 import hmac
-import os
 import time
 import uuid
 from collections import Counter
@@ -38,6 +39,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 
 from xlab.serve import protocol
+from xlab.serve.server import BatchingPolicy
 
 AUTH_REASON = "missing or wrong API key (send the header 'Authorization: Api-Key KEY')"
 _api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -68,26 +70,31 @@ class _Stream:
 
 
 @serve.deployment(
-    max_ongoing_requests=4096,
+    max_ongoing_requests=4096,  # every open WebSocket counts as one ongoing request
     health_check_period_s=2,
     health_check_timeout_s=10,
     graceful_shutdown_timeout_s=1,
 )
 @serve.ingress(_api)
-class PolicyGateway:
-    """Serve ingress replica: one WebSocket per episode stream (see the module docstring)."""
+class PolicyGateway(BatchingPolicy):
+    """Serve ingress replica: one WebSocket per episode stream, batched forward passes (see the module docstring)."""
 
     def __init__(
-        self, policy_app: str, info: dict[str, Any], digest: str = "", server_retries: int = 30
+        self,
+        policy_ref: str,
+        digest: str = "",
+        max_batch_size: int = 64,
+        batch_wait_timeout_s: float = 0.02,
+        device: str = "auto",
+        threads: int = 0,
     ) -> None:
-        self.policy = serve.get_app_handle(policy_app)
-        self.meta = protocol.metadata(info)
+        super().__init__(policy_ref, max_batch_size, batch_wait_timeout_s, 3.0, device, threads)
+        self.meta = protocol.metadata(self.info())
         self.meta_frame = protocol.packb(self.meta)
         self.digest = digest
-        self.server_retries = server_retries
-        self.image_size = int(info["image_size"])
-        self.history = int(info["history"])
-        self.state_dim = int(info["state_dim"])
+        self.image_size = int(self.meta["image_size"])
+        self.history = int(self.meta["history"])
+        self.state_dim = int(self.meta["state_dim"])
         self.streams: dict[str, _Stream] = {}
         self.counts: Counter[str] = Counter()
 
@@ -103,14 +110,12 @@ class PolicyGateway:
         return JSONResponse(await self.stats(reset))
 
     async def stats(self, reset: bool = False) -> dict[str, Any]:
-        """Open connections (= histories held), frames held, frame counts, and the policy replica's batches."""
-        policy = await self.policy.stats.remote(reset=reset)
+        """The batch statistics (:meth:`BatchingPolicy.stats`) plus open connections (= histories held), frames
+        held, and frame counts."""
         out = {
-            "pid": os.getpid(),
+            **super().stats(reset),
             "connections": len(self.streams),
             "history_frames": sum(int(s.images.pad_mask().sum()) for s in self.streams.values()),
-            "policy_pid": int(policy["pid"]),
-            "policy": policy,
             **self.counts,
         }
         if reset:
@@ -189,7 +194,7 @@ class PolicyGateway:
         if not obs.infer:
             return {"stored": True, "server_timing": {"total_ms": (time.perf_counter() - received) * 1000}}
         try:
-            out = await self._act(request)
+            out = await self.act(request)
         except Exception as e:  # the connection stays usable; the client decides whether to go on
             self.counts["server_errors"] += 1
             return (
@@ -200,35 +205,40 @@ class PolicyGateway:
         self.counts["inferred"] += 1
         return protocol.reply({k: v[0] for k, v in out.items()}, timing)
 
-    async def _act(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One request to the batching policy replicas; a dead replica is retried with backoff while Serve
-        restarts it."""
-        from ray.exceptions import ActorUnavailableError, RayActorError
-
-        delay = 0.2
-        for attempt in range(self.server_retries + 1):
-            try:
-                return await self.policy.act.remote(request)
-            except (RayActorError, ActorUnavailableError):
-                if attempt == self.server_retries:
-                    raise
-                self.counts["policy_retries"] += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
-
 
 def start_gateway(
-    policy_app: str, *, name: str, route_prefix: str = "/", api_key: str = "", num_cpus: float = 0.25
+    policy_ref: str,
+    *,
+    name: str,
+    route_prefix: str = "/",
+    api_key: str = "",
+    replicas: int = 1,
+    max_batch_size: int = 64,
+    batch_wait_timeout_s: float = 0.02,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    threads: int = 0,
 ) -> dict[str, Any]:
-    """Deploy :class:`PolicyGateway` in front of the running policy application ``policy_app`` as
-    application ``name`` at ``route_prefix`` of Serve's HTTP proxy; returns the metadata clients receive."""
-    info = serve.get_app_handle(policy_app).info.remote().result(timeout_s=300)
-    app = PolicyGateway.options(ray_actor_options={"num_cpus": num_cpus}).bind(
-        policy_app, info, key_digest(api_key) if api_key else ""
+    """Deploy :class:`PolicyGateway` serving ``policy_ref`` as application ``name`` at ``route_prefix`` of
+    Serve's HTTP proxy (start Serve with one first: :func:`xlab.serve.server.ensure_serve`); returns the
+    metadata clients receive. The reference is loaded here first, so a bad one fails in one line."""
+    from xlab.serve.server import _alive_node_resources, check_server_resources, load_any_policy
+
+    load_any_policy(policy_ref)
+    check_server_resources(replicas, num_cpus, num_gpus, _alive_node_resources())
+    app = PolicyGateway.options(
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+    ).bind(
+        policy_ref,
+        key_digest(api_key) if api_key else "",
+        max_batch_size,
+        batch_wait_timeout_s,
+        "cuda" if num_gpus else "cpu",
+        threads,
     )
-    serve.run(app, name=name, route_prefix=route_prefix, logging_config={"log_level": "WARNING"})
-    return protocol.metadata(info)
+    handle = serve.run(app, name=name, route_prefix=route_prefix, logging_config={"log_level": "WARNING"})
+    return protocol.metadata(handle.info.remote().result(timeout_s=300))
 
 
 def loopback_proxy() -> str:

@@ -86,10 +86,9 @@ def load_any_policy(ref: str) -> Any:
     return load_policy(Path(ref).expanduser())
 
 
-@serve.deployment(max_ongoing_requests=256, health_check_period_s=2, health_check_timeout_s=10,
-                  graceful_shutdown_timeout_s=1)
-class PolicyServer:
-    """Serve replica: batched ``act`` over every connected simulator (see the module docstring)."""
+class BatchingPolicy:
+    """Body of a Serve replica: batched ``act`` over every caller (see the module docstring). Deployed as
+    :data:`PolicyServer` (handles), and the base of the WebSocket gateway (:mod:`xlab.serve.gateway`)."""
 
     def __init__(self, policy_ref: str, max_batch_size: int = 64, batch_wait_timeout_s: float = 0.05,
                  active_window_s: float = 3.0, device: str = "auto", threads: int = 0) -> None:
@@ -216,6 +215,11 @@ class PolicyServer:
     def check_health(self) -> None:  # Serve calls this every health_check_period_s
         if self.policy is None:
             raise RuntimeError("policy not loaded")
+
+
+#: The batching policy replica reached through Serve handles (simulator actors).
+PolicyServer = serve.deployment(max_ongoing_requests=256, health_check_period_s=2, health_check_timeout_s=10,
+                                graceful_shutdown_timeout_s=1, name="PolicyServer")(BatchingPolicy)
 
 
 def start_policy_server(
