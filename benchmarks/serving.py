@@ -100,9 +100,16 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
         pool.shutdown()
         shutdown_policy_server(app)
     lat = [x for r in results for x in r.latencies_ms]
+    server_ms = np.array([t for r in results for t in r.server_ms])
+    busy = [r.seconds for r in results]
     return {"steps_per_s": stats.steps_per_s, "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)), "env_steps": stats.env_steps,
-            "mean_batch": server["rows"] / max(server["batches"], 1)}  # environments per forward pass
+            "mean_batch": server["rows"] / max(server["batches"], 1),  # environments per forward pass
+            # Where a simulator's step goes: its request round trip = transport (Serve handle, pickling, the
+            # hop, the replica's asyncio) + queue (waiting for the batch) + inference; the rest is the env.
+            "rtt_ms": float(np.mean(lat)), "queue_ms": float(server_ms[:, 0].mean()),
+            "inference_ms": float(server_ms[:, 1].mean()),
+            "step_ms": 1000 * float(np.mean(busy)) / max(1, stats.env_steps / len(results))}
 
 
 def main() -> None:
@@ -144,7 +151,9 @@ def main() -> None:
             print(f"N={n:3d}  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
                   f"served {s['steps_per_s']:7.1f} steps/s  ratio {s['steps_per_s'] / i['steps_per_s']:.2f}  "
                   f"latency p50 {s['p50_ms']:.1f} / p99 {s['p99_ms']:.1f} ms  mean batch {s['mean_batch']:.2f} "
-                  f"({s['mean_batch'] / n:.2f} N)", flush=True)
+                  f"({s['mean_batch'] / n:.2f} N); per step {s['step_ms']:.1f} ms = request {s['rtt_ms']:.1f} "
+                  f"(transport {s['rtt_ms'] - s['queue_ms'] - s['inference_ms']:.1f}, queue {s['queue_ms']:.1f}, "
+                  f"inference {s['inference_ms']:.1f}) + env {s['step_ms'] - s['rtt_ms']:.1f}", flush=True)
     finally:
         shutdown_ray()
     print(f"\n{args.env_id}, {args.steps}-step episodes x {args.episodes} per env, {image_size} px, "

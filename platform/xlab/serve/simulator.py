@@ -63,6 +63,8 @@ class EpisodeResult:
     server_retries: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    server_ms: list[tuple[float, float]] = field(default_factory=list)
+    """Per request: (waiting in the replica for the batch, the batch's forward pass), from the server's timing."""
     frames: Any = None
     episode: Any = None
     error: str = ""
@@ -143,13 +145,17 @@ class Simulator:
         from ray.exceptions import RayActorError, RayTaskError
 
         request = {"images": windows, "pad_mask": pad, "instruction": instructions, "mode": mode,
-                   "client": self.name, "chunk": True}
+                   "client": self.name, "chunk": True, "timing": True}
         if state is not None:
             request["state"] = state
         delay = 0.2
         for attempt in range(self.max_server_retries + 1):
             try:
-                return self._handle.act.remote(request).result(timeout_s=120)
+                out = self._handle.act.remote(request).result(timeout_s=120)
+                timing = out.pop("timing")
+                for r in result_counters:
+                    r.server_ms.append((timing["queue_ms"], timing["inference_ms"]))
+                return out
             except (RayActorError, RayTaskError, TimeoutError) as e:
                 if attempt == self.max_server_retries:
                     raise RuntimeError(f"policy server unreachable after {attempt} retries: {e}") from e
@@ -177,6 +183,9 @@ class Simulator:
                 obs["observation/state"] = np.asarray(states[j], np.float32)
             clients[j].send(obs)
         replies = {int(j): clients[j].receive() for j in np.flatnonzero(live)}
+        for j in query:
+            timing = replies[int(j)]["server_timing"]
+            results[j].server_ms.append((timing["queue_ms"], timing["inference_ms"]))
         for j, c in enumerate(clients):
             results[j].server_retries += c.reconnects - before[j]
         return {k: np.stack([replies[int(j)][k] for j in query]) for k in ACTION_KEYS}
