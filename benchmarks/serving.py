@@ -25,6 +25,7 @@ one process, so the ratio can exceed 1; on a cluster the simulators get their ow
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -93,7 +94,8 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
         run_episodes(pool, make_specs([env_id], n, "policy", max_steps=3), envs_per_simulator=envs_per_sim)
         handle = serve.get_app_handle(app)
         handle.stats.remote(reset=True).result()
-        specs = [s for e in range(episodes) for s in make_specs([env_id], n, "policy", seed=e + 1, max_steps=steps)]
+        specs = [dataclasses.replace(s, episode_id=f"{s.episode_id}/round{e}")  # ids must be unique per run
+                 for e in range(episodes) for s in make_specs([env_id], n, "policy", seed=e + 1, max_steps=steps)]
         results, stats = run_episodes(pool, specs, envs_per_simulator=envs_per_sim)
         server = handle.stats.remote().result()
     finally:
