@@ -114,6 +114,20 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
             "step_ms": 1000 * float(np.mean(busy)) / max(1, stats.env_steps / len(results))}
 
 
+def bench_policy(ref: str):
+    """``(policy, reference)``: the policy at ``ref``, or an untrained rt1x-tiny at 48 px saved to a temp dir."""
+    import torch
+
+    from xlab.policies import build_policy
+    from xlab.serve import load_any_policy
+
+    if ref:
+        return load_any_policy(ref).eval(), ref
+    torch.manual_seed(0)
+    policy = build_policy("rt1x-tiny", image_size=48).eval()
+    return policy, policy.save_pretrained(f"{tempfile.mkdtemp()}/policy").as_posix()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, nargs="+", default=[1, 4, 16])
@@ -127,21 +141,10 @@ def main() -> None:
 
     import torch
 
-    from xlab.policies import build_policy
     from xlab.runtime import init_ray, shutdown_ray
-    from xlab.serve import load_any_policy
 
     torch.set_num_threads(1)  # like the server replica: one thread each, so both sides compute alike
-
-    tmp = tempfile.mkdtemp()
-    if args.policy:
-        policy_ref = args.policy
-        policy = load_any_policy(policy_ref)
-    else:
-        torch.manual_seed(0)
-        policy = build_policy("rt1x-tiny", image_size=48)
-        policy_ref = policy.save_pretrained(f"{tmp}/policy").as_posix()
-    policy.eval()
+    policy, policy_ref = bench_policy(args.policy)
     image_size = int(policy.config.image_size)
     init_ray(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=512 * 1024**2)
     rows = []

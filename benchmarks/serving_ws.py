@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -173,22 +172,13 @@ def main() -> None:
 
     import torch
     from ray import serve
+    from serving import bench_policy  # the sibling benchmark (this script's directory is on sys.path)
 
-    from xlab.policies import build_policy
     from xlab.runtime import init_ray, shutdown_ray
-    from xlab.serve import load_any_policy
     from xlab.serve.gateway import loopback_proxy, start_gateway
 
-    torch.set_num_threads(1)
-    tmp = tempfile.mkdtemp()
-    if args.policy:
-        policy_ref = args.policy
-        policy = load_any_policy(policy_ref)
-    else:
-        torch.manual_seed(0)
-        policy = build_policy("rt1x-tiny", image_size=48)
-        policy_ref = policy.save_pretrained(f"{tmp}/policy").as_posix()
-    policy.eval()
+    torch.set_num_threads(1)  # like the replica: one thread each, so both sides compute alike
+    policy, policy_ref = bench_policy(args.policy)
     init_ray(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=512 * 1024**2)
     rows = []
     key = "bench-key-0123456789abcdef"
