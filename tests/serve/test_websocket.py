@@ -402,3 +402,40 @@ def test_openpi_client_drives_xlab_serve(endpoint, policy_dir, tmp_path):
     # openpi's client never sends reset: a fresh connection starts the episode.
     for step, want in enumerate(expected_actions(policy_dir, imgs, sts)):
         np.testing.assert_allclose(got["actions"][step], want, atol=1e-5, err_msg=f"step {step}")
+
+
+def test_remote_episode_runner_drives_a_robot_env(endpoint, tmp_path):
+    """`python -m xlab.serve.remote_episode`: a plain process steps a registered MuJoCo env with the remote policy."""
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "xlab.serve.remote_episode",
+        "--server",
+        endpoint,
+        "--api-key-file",
+        str(key_file),
+        "--env",
+        "xlab/fetch-reach-v0",
+        "--episodes",
+        "2",
+        "--parallel",
+        "2",
+        "--max-steps",
+        "5",
+    ]
+    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    episodes = [line for line in out.stdout.splitlines() if line.startswith("[remote_episode] policy/")]
+    assert len(episodes) == 2 and all("steps" in line and "latency" in line for line in episodes), out.stdout
+    assert "xlab/fetch-reach-v0: " in out.stdout and "/2 episodes succeeded" in out.stdout
+    bad = subprocess.run(
+        [*cmd[:-8], "--env", "xlab/no-such-env-v0"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert bad.returncode != 0 and "no-such-env" in bad.stderr, bad.stderr[-2000:]
