@@ -118,13 +118,18 @@ def serve_policy(
         )
         gateway = serve.get_app_handle(APP)
         last_frames, last_t = 0, time.monotonic()
+        scope = "" if replicas == 1 else " (one replica's)"
         while not stop.wait(stats_every_s):
-            s = gateway.stats.remote().result(timeout_s=30)
+            try:  # a replica restarting must not stop the server: skip this report
+                s = gateway.stats.remote().result(timeout_s=30)
+            except Exception:
+                continue
             frames, now = s.get("frames", 0), time.monotonic()
-            if frames != last_frames:
+            if frames > last_frames:  # fewer: the replica restarted and its counters with it
                 print(
-                    f"[xlab serve] {s['connections']} connection(s), {(frames - last_frames) / (now - last_t):.1f} "
-                    f"frames/s, mean batch {s['mean_batch']:.1f}, bad frames {s.get('bad_frames', 0)}",
+                    f"[xlab serve]{scope} {s['connections']} connection(s), "
+                    f"{(frames - last_frames) / (now - last_t):.1f} frames/s, mean batch {s['mean_batch']:.1f}, "
+                    f"bad frames {s.get('bad_frames', 0)}",
                     flush=True,
                 )
             last_frames, last_t = frames, now
