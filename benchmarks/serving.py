@@ -25,6 +25,7 @@ one process, so the ratio can exceed 1; on a cluster the simulators get their ow
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -93,16 +94,38 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
         run_episodes(pool, make_specs([env_id], n, "policy", max_steps=3), envs_per_simulator=envs_per_sim)
         handle = serve.get_app_handle(app)
         handle.stats.remote(reset=True).result()
-        specs = [s for e in range(episodes) for s in make_specs([env_id], n, "policy", seed=e + 1, max_steps=steps)]
+        specs = [dataclasses.replace(s, episode_id=f"{s.episode_id}/round{e}")  # ids must be unique per run
+                 for e in range(episodes) for s in make_specs([env_id], n, "policy", seed=e + 1, max_steps=steps)]
         results, stats = run_episodes(pool, specs, envs_per_simulator=envs_per_sim)
         server = handle.stats.remote().result()
     finally:
         pool.shutdown()
         shutdown_policy_server(app)
     lat = [x for r in results for x in r.latencies_ms]
+    server_ms = np.array([t for r in results for t in r.server_ms])
+    busy = [r.seconds for r in results]
     return {"steps_per_s": stats.steps_per_s, "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)), "env_steps": stats.env_steps,
-            "mean_batch": server["rows"] / max(server["batches"], 1)}  # environments per forward pass
+            "mean_batch": server["rows"] / max(server["batches"], 1),  # environments per forward pass
+            # Where a simulator's step goes: its request round trip = transport (Serve handle, pickling, the
+            # hop, the replica's asyncio) + queue (waiting for the batch) + inference; the rest is the env.
+            "rtt_ms": float(np.mean(lat)), "queue_ms": float(server_ms[:, 0].mean()),
+            "inference_ms": float(server_ms[:, 1].mean()),
+            "step_ms": 1000 * float(np.mean(busy)) / max(1, stats.env_steps / len(results))}
+
+
+def bench_policy(ref: str):
+    """``(policy, reference)``: the policy at ``ref``, or an untrained rt1x-tiny at 48 px saved to a temp dir."""
+    import torch
+
+    from xlab.policies import build_policy
+    from xlab.serve import load_any_policy
+
+    if ref:
+        return load_any_policy(ref).eval(), ref
+    torch.manual_seed(0)
+    policy = build_policy("rt1x-tiny", image_size=48).eval()
+    return policy, policy.save_pretrained(f"{tempfile.mkdtemp()}/policy").as_posix()
 
 
 def main() -> None:
@@ -118,21 +141,10 @@ def main() -> None:
 
     import torch
 
-    from xlab.policies import build_policy
     from xlab.runtime import init_ray, shutdown_ray
-    from xlab.serve import load_any_policy
 
     torch.set_num_threads(1)  # like the server replica: one thread each, so both sides compute alike
-
-    tmp = tempfile.mkdtemp()
-    if args.policy:
-        policy_ref = args.policy
-        policy = load_any_policy(policy_ref)
-    else:
-        torch.manual_seed(0)
-        policy = build_policy("rt1x-tiny", image_size=48)
-        policy_ref = policy.save_pretrained(f"{tmp}/policy").as_posix()
-    policy.eval()
+    policy, policy_ref = bench_policy(args.policy)
     image_size = int(policy.config.image_size)
     init_ray(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=512 * 1024**2)
     rows = []
@@ -144,7 +156,9 @@ def main() -> None:
             print(f"N={n:3d}  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
                   f"served {s['steps_per_s']:7.1f} steps/s  ratio {s['steps_per_s'] / i['steps_per_s']:.2f}  "
                   f"latency p50 {s['p50_ms']:.1f} / p99 {s['p99_ms']:.1f} ms  mean batch {s['mean_batch']:.2f} "
-                  f"({s['mean_batch'] / n:.2f} N)", flush=True)
+                  f"({s['mean_batch'] / n:.2f} N); per step {s['step_ms']:.1f} ms = request {s['rtt_ms']:.1f} "
+                  f"(transport {s['rtt_ms'] - s['queue_ms'] - s['inference_ms']:.1f}, queue {s['queue_ms']:.1f}, "
+                  f"inference {s['inference_ms']:.1f}) + env {s['step_ms'] - s['rtt_ms']:.1f}", flush=True)
     finally:
         shutdown_ray()
     print(f"\n{args.env_id}, {args.steps}-step episodes x {args.episodes} per env, {image_size} px, "

@@ -13,6 +13,7 @@ compare with ``xlab runs eval_policy``.
     xlab run eval_policy --preset smoke --policy models:/rt1x-policy@latest-train
     xlab run eval_policy --policy runs:/<run id>/policy --eval.embodiments fetch --eval.episodes 50
     xlab run eval_policy --policy expert --eval.tasks xlab/sawyer-reach-v0       # the expert alone
+    xlab run eval_policy --preset smoke --eval.transport websocket     # simulators as network clients
     xlab run eval_policy --preset paper --policy models:/rt1x-policy@prod       # all 14 tasks, 100 episodes
 """
 
@@ -45,6 +46,9 @@ class EvalConfig:
     """Camera size the simulators render at (0: the policy's image size); other sizes are resized to the
     policy's exactly as training windows are (PIL bilinear), so match the size the demonstrations were
     recorded at."""
+    transport: str = "handle"
+    """How simulators reach the policy: handle (Serve handles inside Ray) or websocket (the network endpoint of
+    `xlab serve`, on loopback with a one-run API key: one frame per step, history kept by the server)."""
     execution: str = "ensemble"
     """How a chunking policy's action chunks are executed: ensemble (temporal ensembling), open-loop or first."""
     max_steps: int = 0
@@ -83,6 +87,8 @@ class EvalConfig:
         check(self.restart_timeout_s > 0, "eval.restart_timeout_s", "must be > 0")
         check(self.deadline_s >= 0, "eval.deadline_s", "must be >= 0 (0: derived)")
         check(self.simulator_cpus > 0, "eval.simulator_cpus", "must be > 0")
+        check(self.transport in ("handle", "websocket"), "eval.transport",
+              f"must be handle or websocket, got {self.transport!r}")
         check(self.execution in ("ensemble", "open-loop", "first"), "eval.execution",
               f"must be ensemble, open-loop or first, got {self.execution!r}")
 
@@ -239,22 +245,36 @@ def main(cfg: Config) -> dict:
     with job_session("eval_policy", cfg) as run:
         tracker = Tracker()
         tracker.set_tags({"xlab.policy": cfg.policy})
-        server_app = None
+        server_app, server_url, api_key = None, "", ""
+        websocket = uses_policy and ev.transport == "websocket"
+        if websocket:
+            from xlab.serve.gateway import loopback_proxy
+
+            server_url = loopback_proxy()  # before any application: Serve's proxy settings are fixed at start
         if uses_policy:
             server_app = app_name(run.info.run_id)  # its own application: deleted below, and only it
-            start_policy_server(cfg.policy, name=server_app, replicas=cfg.server.replicas,
-                                max_batch_size=cfg.server.max_batch_size,
-                                batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,
-                                num_gpus=cfg.server.num_gpus, threads=cfg.server.threads)
+            server = dict(replicas=cfg.server.replicas, max_batch_size=cfg.server.max_batch_size,
+                          batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,
+                          num_gpus=cfg.server.num_gpus, threads=cfg.server.threads)
+            if websocket:  # the same batching replica, with its WebSocket front at /<app>/ and a one-run key
+                import secrets
+
+                from xlab.serve.gateway import start_gateway
+
+                api_key = secrets.token_hex(16)
+                start_gateway(cfg.policy, name=server_app, route_prefix=f"/{server_app}", api_key=api_key, **server)
+                server_url = f"{server_url}/{server_app}/"  # the trailing slash: Serve routes "/app" as "/app/"
+            else:
+                start_policy_server(cfg.policy, name=server_app, **server)
         controllers = (["policy"] if uses_policy else [cfg.policy]) + [r for r in ev.references if r != cfg.policy]
         specs = []
         for c in controllers:
             specs += make_specs(tasks, ev.episodes, c, seed=ev.seed, max_steps=ev.max_steps, mode=ev.mode,
                                 record_per_task=ev.episodes if ev.record_rlds and c == "policy" else ev.strips_per_task,
                                 record="full" if ev.record_rlds and c == "policy" else "strip")
-        pool = SimulatorPool(ev.num_simulators, server_app=server_app, image_size=ev.image_size,
-                             execution=ev.execution,
-                             num_cpus=ev.simulator_cpus)
+        pool = SimulatorPool(ev.num_simulators, server_app=None if websocket else server_app,
+                             image_size=ev.image_size, execution=ev.execution, num_cpus=ev.simulator_cpus,
+                             server_url=server_url, api_key=api_key)
         print(f"[eval_policy] {len(specs)} episodes ({', '.join(controllers)} x {len(tasks)} tasks x {ev.episodes}) "
               f"on {ev.num_simulators} simulators", flush=True)
         last = [0.0]
@@ -340,7 +360,7 @@ def main(cfg: Config) -> dict:
                + (f", mean server batch {server_stats['mean_batch']:.1f}" if server_stats else ""))
         for e in stats.events:
             print(f"[eval_policy] {e}")
-        return {"run_id": run.info.run_id, "table": table, "metrics": metrics, "stats": stats}
+        return {"run_id": run.info.run_id, "table": table, "metrics": metrics, "stats": stats, "results": results}
 
 
 if __name__ == "__main__":

@@ -31,6 +31,18 @@ def ensure_auth_mode() -> str:
     return mode
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address) is this machine's loopback."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_reachable(address: str, what: str, hint: str, timeout: float = 3.0) -> None:
     """Fail fast with a clear error if nothing listens at ``address`` (host:port or URL).
 

@@ -1,4 +1,4 @@
-"""Command-line interface: `xlab jobs|run|submit|status|logs|stop|runs|ui`."""
+"""Command-line interface: `xlab jobs|run|submit|status|logs|stop|runs|ui|serve`."""
 
 from xlab.cli.main import job_entry, main
 

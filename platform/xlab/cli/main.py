@@ -6,6 +6,7 @@
     xlab status|logs|stop ID [--address URL]    follow a submitted job
     xlab runs JOB [--csv FILE]                  compare a job's MLflow runs
     xlab ui [--port 5000]                       MLflow UI on 127.0.0.1
+    xlab serve POLICY_REF [--host H] [--port P] serve a policy over WebSocket (openpi protocol) until Ctrl-C
 
 User errors print one line (``xlab: error: ...``) and exit 2; ``--traceback`` or ``XLAB_TRACEBACK=1``
 shows the full traceback instead.
@@ -55,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--metrics", nargs="*", help="metric columns to show (default: the first few)")
     r.add_argument("--children", action="store_true", help="include nested trial runs")
     r.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+
+    v = sub.add_parser("serve", help="serve a policy to robot clients over WebSocket (openpi protocol)")
+    v.add_argument("policy", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/policy or a policy directory")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; others need a key)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--replicas", type=int, default=1, help="batching policy replicas")
+    v.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica")
+    v.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica")
+    v.add_argument("--api-key-file", help="file holding the API key clients must send (Authorization: Api-Key KEY)")
+    v.add_argument("--max-batch-size", type=int, default=64)
+    v.add_argument("--batch-wait-ms", type=float, default=20.0,
+                   help="longest wait for a batch to fill (it waits for every active connection, up to this)")
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
@@ -140,6 +153,19 @@ def dispatch(argv: list[str]) -> int:
         if args.csv:
             df.to_csv(args.csv, index=False)
             print(f"wrote {args.csv}")
+        return 0
+    if args.command == "serve":
+        import time
+
+        from xlab.console import console_capture
+        from xlab.serve.command import serve_policy
+
+        log_file = Path("logs") / f"serve-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        print(f"[xlab] serve: full log in {log_file} (XLAB_CONSOLE=all shows it all here)", flush=True)
+        with console_capture(log_file):
+            serve_policy(args.policy, host=args.host, port=args.port, replicas=args.replicas, num_gpus=args.num_gpus,
+                         num_cpus=args.num_cpus, api_key_file=args.api_key_file, max_batch_size=args.max_batch_size,
+                         batch_wait_ms=args.batch_wait_ms)
         return 0
     if args.command == "ui":
         from xlab.track.store import redact_uri, resolve_tracking_uri

@@ -12,7 +12,6 @@ continuation's first character. Servers that do not return echoed log-probabilit
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import urllib.error
@@ -23,6 +22,7 @@ from urllib.parse import urlparse
 
 from xlab.errors import XlabError
 from xlab.evals.generators import cut_at_stop
+from xlab.runtime import is_loopback
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -34,15 +34,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class OpenAICompatibleGenerator:
@@ -57,7 +48,7 @@ class OpenAICompatibleGenerator:
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get(api_key_env)
         host = urlparse(self.base_url).hostname or ""
-        if self.api_key and self.base_url.startswith("http://") and not _is_loopback(host):
+        if self.api_key and self.base_url.startswith("http://") and not is_loopback(host):
             raise XlabError(f"OpenAICompatibleGenerator: refusing to send an API key over plain http to {host}; "
                             "use https:// (or a loopback address such as http://127.0.0.1:8000/v1)")
         self.timeout = timeout

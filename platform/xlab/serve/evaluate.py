@@ -69,13 +69,13 @@ class SimulatorPool:
 
     def __init__(self, num_simulators: int, *, server_app: str | None = None, image_size: int = 0,
                  history: int = 0, num_cpus: float = 0.25, server_retries: int = 20,
-                 execution: str = "ensemble") -> None:
+                 execution: str = "ensemble", server_url: str = "", api_key: str = "") -> None:
         import ray
 
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=num_cpus)(Simulator)
         self.actors = [
             actor_cls.options(name=None).remote(server_app, image_size, history, server_retries, f"sim-{i}",
-                                                execution)
+                                                execution, server_url, api_key)
             for i in range(num_simulators)
         ]
         self.inject_hang = False  # fault injection: the next dispatched group hangs (see run_episodes)

@@ -6,7 +6,8 @@ server is stateless, each simulator keeps its own frame history (:class:`~xlab.p
 Stateless replicas can be restarted, scaled and load-balanced freely (no sticky routing, no lost
 episode state when a replica dies), and a retried request is idempotent; the price is sending the
 history frames with every request (2 frames x 48 px = 14 KB for rt1x-tiny; 15 x 300 px = 4 MB for
-rt1x-paper, where a GPU replica per simulator group and keyed history would pay off).
+rt1x-paper). Network clients send one frame per step instead: the WebSocket gateway
+(:mod:`xlab.serve.gateway`) keeps their histories and calls ``act`` with the windows.
 
 Batching: ``act`` is a ``@serve.batch`` method, so concurrent requests from all simulators run as
 one forward pass. Simulators wait for their action before stepping, so they fall into lockstep and
@@ -85,10 +86,9 @@ def load_any_policy(ref: str) -> Any:
     return load_policy(Path(ref).expanduser())
 
 
-@serve.deployment(max_ongoing_requests=256, health_check_period_s=2, health_check_timeout_s=10,
-                  graceful_shutdown_timeout_s=1)
-class PolicyServer:
-    """Serve replica: batched ``act`` over every connected simulator (see the module docstring)."""
+class BatchingPolicy:
+    """Body of a Serve replica: batched ``act`` over every caller (see the module docstring). Deployed as
+    :data:`PolicyServer` (handles), and the base of the WebSocket gateway (:mod:`xlab.serve.gateway`)."""
 
     def __init__(self, policy_ref: str, max_batch_size: int = 64, batch_wait_timeout_s: float = 0.05,
                  active_window_s: float = 3.0, device: str = "auto", threads: int = 0) -> None:
@@ -119,7 +119,8 @@ class PolicyServer:
         cfg = self.policy.config
         return {"policy": self.policy_ref, "history": int(cfg.history), "image_size": int(cfg.image_size),
                 "action_chunk": int(cfg.action_chunk), "state_dim": int(cfg.state_dim),
-                "device": self.device, "pid": os.getpid(), "max_batch_size": self.max_batch_size}
+                "device": self.device, "pid": os.getpid(), "max_batch_size": self.max_batch_size,
+                "instruction_encoder": self.encoder}
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
         """Batch sizes served so far (requests per forward pass), rows, forward time; ``reset`` clears them."""
@@ -154,9 +155,17 @@ class PolicyServer:
         """One caller's request: ``images`` [B, T, H, W, 3] uint8, ``pad_mask`` [B, T], ``instruction``
         (str or B strs), optional ``mode`` ("argmax"/"sample"), ``client`` id, ``state`` [B, T, D] for
         policies that take proprioception, ``chunk`` (True: return the whole predicted chunk).
-        Returns RT-1 actions ``[B, ...]``, or ``[B, K, ...]`` with ``chunk``."""
+        Returns RT-1 actions ``[B, ...]``, or ``[B, K, ...]`` with ``chunk``; with ``timing`` (True) also
+        ``"timing": {queue_ms, inference_ms, batch_size}`` (waiting for the batch, its forward pass, its requests)."""
         self._expect(str(request.get("client", "")))
-        return await self.act_batch(request)
+        if not request.get("timing"):
+            return await self.act_batch(request)
+        entered = time.perf_counter()
+        out = await self.act_batch(request)
+        start, end, size = out.pop("_forward")
+        out["timing"] = {"queue_ms": (start - entered) * 1000, "inference_ms": (end - start) * 1000,
+                         "batch_size": size}
+        return out
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.05)
     async def act_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
@@ -175,6 +184,7 @@ class PolicyServer:
         for r, n in zip(requests, sizes, strict=True):
             ins = r["instruction"]
             instructions.extend([ins] * n if isinstance(ins, str) else list(ins))
+        t_embed = time.perf_counter()  # inference time includes embedding a new instruction (cached after)
         emb = self._embed(instructions)
         rows = np.concatenate([[r.get("mode", "argmax")] * n for r, n in zip(requests, sizes, strict=True)])
         t0 = time.perf_counter()
@@ -188,19 +198,28 @@ class PolicyServer:
                                              generator=self._generator, state=None if state is None else state[sel])
                 for k, v in part.items():
                     actions.setdefault(k, np.zeros((len(rows), *v.shape[1:]), v.dtype))[sel] = v
-        self._forward_s += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self._forward_s += t1 - t0
         self._batch_sizes[len(requests)] += 1
         self._rows += len(images)
         out, start = [], 0
         for r, n in zip(requests, sizes, strict=True):
             part = {k: v[start:start + n] for k, v in actions.items()}
-            out.append(part if r.get("chunk") else {k: v[:, 0] for k, v in part.items()})
+            part = part if r.get("chunk") else {k: v[:, 0] for k, v in part.items()}
+            if r.get("timing"):
+                part["_forward"] = (t_embed, t1, len(requests))
+            out.append(part)
             start += n
         return out
 
     def check_health(self) -> None:  # Serve calls this every health_check_period_s
         if self.policy is None:
             raise RuntimeError("policy not loaded")
+
+
+#: The batching policy replica reached through Serve handles (simulator actors).
+PolicyServer = serve.deployment(max_ongoing_requests=256, health_check_period_s=2, health_check_timeout_s=10,
+                                graceful_shutdown_timeout_s=1, name="PolicyServer")(BatchingPolicy)
 
 
 def start_policy_server(
@@ -223,8 +242,7 @@ def start_policy_server(
     """
     load_any_policy(policy_ref)  # fail fast, in the caller, with the real message
     check_server_resources(replicas, num_cpus, num_gpus, _alive_node_resources())  # not a silent wait
-    # Simulators call through handles: no HTTP proxy (it would also claim port 8000 on shared machines).
-    serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
+    ensure_serve()
     app = PolicyServer.options(
         num_replicas=replicas,
         max_ongoing_requests=max(256, 4 * max_batch_size),
@@ -232,6 +250,37 @@ def start_policy_server(
     ).bind(policy_ref, max_batch_size, batch_wait_timeout_s, active_window_s,
            "cuda" if num_gpus else "cpu", threads)
     return serve.run(app, name=name, route_prefix=None, logging_config={"log_level": "WARNING"})
+
+
+def ensure_serve(http: tuple[str, int] | None = None, reuse_proxy: bool = False) -> tuple[str, int] | None:
+    """Start Serve on the cluster unless it runs: without an HTTP proxy (simulators call through handles, and
+    a proxy would claim port 8000 on shared machines), or with one at ``http = (host, port)`` (the WebSocket
+    endpoint). A running Serve keeps its proxy settings (they are cluster-wide): one without the wanted
+    proxy is restarted if it serves no application, else refused in one line; with ``reuse_proxy`` any
+    running proxy will do. Returns the proxy's (host, port), or None without one."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is not None and http is not None:
+        cfg = client.http_config  # keeps its default host/port even when the proxy is disabled
+        proxied = bool(cfg.host) and bool(serve.status().proxies)
+        if proxied and reuse_proxy:
+            return str(cfg.host), int(cfg.port)
+        if not proxied or (cfg.host, int(cfg.port)) != http:
+            if serve.status().applications:
+                where = f"at {cfg.host}:{cfg.port}" if proxied else "without an HTTP proxy"
+                raise XlabError(f"Serve already runs on this Ray cluster {where}, serving applications; the WebSocket "
+                                f"endpoint needs its proxy at {http[0]}:{http[1]}: use a fresh cluster")
+            serve.shutdown()
+            client = None
+    if client is not None:
+        return http
+    if http is None:
+        serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
+    else:
+        serve.start(proxy_location="HeadOnly", http_options={"host": http[0], "port": http[1]},
+                    logging_config={"log_level": "WARNING"})
+    return http
 
 
 def replica_pids(name: str = APP_NAME) -> list[int]:

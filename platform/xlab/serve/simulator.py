@@ -63,6 +63,8 @@ class EpisodeResult:
     server_retries: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    server_ms: list[tuple[float, float]] = field(default_factory=list)
+    """Per request: (waiting in the replica for the batch, the batch's forward pass), from the server's timing."""
     frames: Any = None
     episode: Any = None
     error: str = ""
@@ -75,8 +77,11 @@ class Simulator:
     """Body of the simulator actor (``SimulatorActor = ray.remote(...)(Simulator)``); one process each."""
 
     def __init__(self, server_app: str | None = None, image_size: int = 0, history: int = 0,
-                 server_retries: int = 20, name: str = "", execution: str = "ensemble") -> None:
+                 server_retries: int = 20, name: str = "", execution: str = "ensemble", server_url: str = "",
+                 api_key: str = "") -> None:
         self.server_app = server_app
+        self.server_url = server_url
+        self.api_key = api_key or None
         self.camera_size = image_size
         self.image_size = image_size
         self.history = history
@@ -85,17 +90,31 @@ class Simulator:
         self.execution = execution
         self.action_chunk, self.state_dim = 1, 0
         self._handle = None
+        self._clients: list[Any] = []  # WebSocket transport: one connection per policy env slot
         self._envs: dict[str, list[Any]] = {}
+        info: dict[str, Any] = {}
         if server_app:
             from ray import serve
 
             self._handle = serve.get_app_handle(server_app)
             info = self._handle.info.remote().result(timeout_s=300)
+        elif server_url:
+            info = self._connect(1)[0].metadata
+        if info:
             self.image_size = int(info["image_size"])  # what the policy takes
             self.camera_size = self.camera_size or self.image_size  # what the simulator renders
             self.history = self.history or int(info["history"])
             self.action_chunk = int(info.get("action_chunk", 1))
             self.state_dim = int(info.get("state_dim", 0))
+
+    def _connect(self, n: int) -> list[Any]:
+        """At least ``n`` open connections to the WebSocket endpoint (kept across episode groups)."""
+        from xlab.serve.client import PolicyClient
+
+        while len(self._clients) < n:
+            self._clients.append(PolicyClient(self.server_url, self.api_key, timeout=120.0,
+                                              reconnect_s=10.0 * (1 + self.max_server_retries)))
+        return self._clients[:n]
 
     def pid(self) -> int:
         return os.getpid()
@@ -126,13 +145,17 @@ class Simulator:
         from ray.exceptions import RayActorError, RayTaskError
 
         request = {"images": windows, "pad_mask": pad, "instruction": instructions, "mode": mode,
-                   "client": self.name, "chunk": True}
+                   "client": self.name, "chunk": True, "timing": True}
         if state is not None:
             request["state"] = state
         delay = 0.2
         for attempt in range(self.max_server_retries + 1):
             try:
-                return self._handle.act.remote(request).result(timeout_s=120)
+                out = self._handle.act.remote(request).result(timeout_s=120)
+                timing = out.pop("timing")
+                for r in result_counters:
+                    r.server_ms.append((timing["queue_ms"], timing["inference_ms"]))
+                return out
             except (RayActorError, RayTaskError, TimeoutError) as e:
                 if attempt == self.max_server_retries:
                     raise RuntimeError(f"policy server unreachable after {attempt} retries: {e}") from e
@@ -142,6 +165,31 @@ class Simulator:
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
+    def _socket_request(self, frames: np.ndarray, states: np.ndarray | None, live: np.ndarray, query: np.ndarray,
+                        first: np.ndarray, instructions: list[str], mode: str,
+                        results: list[EpisodeResult]) -> dict[str, np.ndarray]:
+        """WebSocket transport: one frame per live env (the server keeps the histories, ``infer`` only for
+        ``query``), every frame sent before any reply is read so the server batches them. Returns the chunks
+        of ``query`` ``[len(query), K, ...]``; reconnections are counted as server retries."""
+        from xlab.data.rlds.schema import ACTION_KEYS
+
+        clients = self._connect(len(live))
+        before = [c.reconnects for c in clients]
+        wanted = set(query.tolist())
+        for j in np.flatnonzero(live):
+            obs = {"observation/image": frames[j], "prompt": instructions[j], "reset": bool(first[j]),
+                   "infer": int(j) in wanted, "mode": mode}
+            if states is not None:
+                obs["observation/state"] = np.asarray(states[j], np.float32)
+            clients[j].send(obs)
+        replies = {int(j): clients[j].receive() for j in np.flatnonzero(live)}
+        for j in query:
+            timing = replies[int(j)]["server_timing"]
+            results[j].server_ms.append((timing["queue_ms"], timing["inference_ms"]))
+        for j, c in enumerate(clients):
+            results[j].server_retries += c.reconnects - before[j]
+        return {k: np.stack([replies[int(j)][k] for j in query]) for k in ACTION_KEYS}
+
     def run_episodes(self, specs: list[EpisodeSpec]) -> list[EpisodeResult]:
         """Run ``specs`` side by side (one env each) until all end; returns one result per spec."""
         import robots
@@ -150,7 +198,7 @@ class Simulator:
         from xlab.policies.session import fit_state
 
         controllers = {s.controller for s in specs}
-        if "policy" in controllers and self._handle is None:
+        if "policy" in controllers and self._handle is None and not self.server_url:
             raise RuntimeError("policy episodes need a simulator connected to a policy server (server_app)")
         n = len(specs)
         t0 = time.perf_counter()
@@ -179,18 +227,26 @@ class Simulator:
                 time.sleep(3600)  # fault injection: a simulator that stops responding
             actions: list[dict[str, np.ndarray] | None] = [None] * n
             if len(policy_idx) and not done[policy_idx].all():
-                windows, pad = buffer.push(self._frames(np.stack([obs[i]["image"] for i in policy_idx])))
-                state_windows = None
-                if states is not None:
-                    state_windows, _ = states.push(fit_state(np.stack([obs[i]["state"] for i in policy_idx]),
-                                                             self.state_dim))
                 live = ~done[policy_idx]
                 query = np.flatnonzero(executor.needs_query() & live)
+                frames = np.stack([obs[i]["image"] for i in policy_idx])
+                raw_states = np.stack([obs[i]["state"] for i in policy_idx]) if self.state_dim else None
+                t = time.perf_counter()
+                if self.server_url:  # WebSocket: the server resizes and keeps the history
+                    first = np.array([results[i].steps == 0 for i in policy_idx])
+                    out = self._socket_request(frames, raw_states, live, query, first,
+                                               [instructions[i] for i in policy_idx], specs[policy_idx[0]].mode,
+                                               [results[i] for i in policy_idx])
+                else:
+                    windows, pad = buffer.push(self._frames(frames))
+                    state_windows = None
+                    if states is not None:
+                        state_windows, _ = states.push(fit_state(raw_states, self.state_dim))
+                    if len(query):
+                        out = self._request(windows[query], pad[query], [instructions[policy_idx[j]] for j in query],
+                                            specs[policy_idx[query[0]]].mode, [results[policy_idx[j]] for j in query],
+                                            None if state_windows is None else state_windows[query])
                 if len(query):
-                    t = time.perf_counter()
-                    out = self._request(windows[query], pad[query], [instructions[policy_idx[j]] for j in query],
-                                        specs[policy_idx[query[0]]].mode, [results[policy_idx[j]] for j in query],
-                                        None if state_windows is None else state_windows[query])
                     ms = (time.perf_counter() - t) * 1000
                     executor.add(query, out)
                     for j in query:
@@ -244,6 +300,9 @@ class Simulator:
         )
 
     def close(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients = []
         for envs in self._envs.values():
             for env in envs:
                 env.close()
