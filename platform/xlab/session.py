@@ -56,16 +56,17 @@ def terminate_on_sigterm() -> Iterator[None]:
 def job_session(job: str, cfg: Any, use_ray: bool = True) -> Iterator[Any]:
     """Check tracking, init Ray (from ``cfg.ray``) unless ``use_ray`` is False, yield the job's MLflow run."""
     uri = setup_tracking(getattr(getattr(cfg, "tracking", None), "uri", None))
+    if use_ray:
+        ray_cfg = getattr(cfg, "ray", None)
+        init_ray(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None))
+    # After ray.init, which sets a SIGTERM handler of its own (sys.exit, a FAILED run).
     with terminate_on_sigterm():
-        if use_ray:
-            ray_cfg = getattr(cfg, "ray", None)
-            init_ray(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None))
         with job_run(job, cfg, tracking_uri=uri) as run:
             try:
                 yield run
             except KeyboardInterrupt as e:
                 # Stop the Ray work first (trials, workers, Serve replicas of this driver), then the runs end KILLED.
-                print(f"[xlab] {job}: {e or 'interrupted'}; stopping its Ray work", flush=True)
+                print(f"[xlab] {job}: {str(e) or 'interrupted'}; stopping its Ray work", flush=True)
                 shutdown_ray()
                 raise
             finally:

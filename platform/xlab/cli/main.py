@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM in a job (xlab.errors.Terminated): runs ended KILLED
-        print(f"xlab: {e or 'interrupted'}", file=sys.stderr)
+        print(f"xlab: {str(e) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(e, "signum", 2)
 
 

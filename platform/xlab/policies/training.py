@@ -159,6 +159,9 @@ class PolicyTrainConfig(ScaleConfig):
               "warmup_steps, augment_shift and eval_every must be >= 0")
         check(not self.eval_every or self.eval_tasks, "train.eval_tasks",
               "name the env ids to evaluate when train.eval_every > 0")
+        check(not (self.eval_every and self.parallel_strategy == "fsdp"), "train.eval_every",
+              "evaluation during training copies rank 0's weights, which FSDP shards: use ddp, or evaluate after "
+              "training (xlab run eval_policy)")
         check(self.eval_episodes >= 1, "train.eval_episodes", f"must be >= 1, got {self.eval_episodes}")
         check(self.eval_cpus > 0, "train.eval_cpus", f"must be > 0, got {self.eval_cpus}")
         check(self.eval_execution in ("ensemble", "open-loop", "first"), "train.eval_execution",
