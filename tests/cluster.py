@@ -86,8 +86,15 @@ class TwoNodeCluster:
             cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner]
         else:
             cmd = [*ray_start, f"--temp-dir={self.private_dir}"]
-        self.worker = self._popen("worker", cmd)
-        self.wait_nodes(2)
+        for attempt in range(3):
+            self.worker = self._popen("worker", cmd)
+            try:
+                self.wait_nodes(2)
+                return
+            except RuntimeError:  # Ray gives a raylet 30 s to register: too short on a loaded machine
+                stop_tree(self.worker)
+                if attempt == 2:
+                    raise
 
     def _popen(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the process's life)
