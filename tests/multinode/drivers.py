@@ -19,12 +19,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "platform"), str(ROOT)]
+ADDRESS = os.environ["RAY_ADDRESS"]  # read now: importing tests/conftest.py unsets it
 
 
 def connect() -> None:
     from xlab.runtime import init_ray
 
-    init_ray(os.environ["RAY_ADDRESS"],
+    init_ray(ADDRESS,
              runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}"}})
 
 
