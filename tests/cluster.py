@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import psutil
-from procs import free_port, stop_tree, wait_http
+from procs import agent_port_args, free_port, stop_tree, wait_http
 
 BIN = Path(sys.executable).parent
 WORKER_IP = "127.0.0.2"
@@ -70,7 +70,7 @@ class TwoNodeCluster:
             str(BIN / "ray"), "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
             f"--dashboard-port={self.dash_port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
             f"--num-cpus={self.cpus}", f"--temp-dir={self.temp_dir}", f"--object-store-memory={self.store}",
-            "--disable-usage-stats", '--resources={"head_node": 1}'])
+            "--disable-usage-stats", '--resources={"head_node": 1}', *agent_port_args()])
         wait_http(f"{self.dashboard}/api/version", timeout=120, proc=self.head)
         self.start_worker_node()
         return self
@@ -79,7 +79,7 @@ class TwoNodeCluster:
         ray_start = [
             str(BIN / "ray"), "start", "--block", f"--address={self.address}", f"--node-ip-address={WORKER_IP}",
             f"--num-cpus={self.cpus}", f"--object-store-memory={self.store}", "--disable-usage-stats",
-            '--resources={"worker_node": 1}']
+            '--resources={"worker_node": 1}', *agent_port_args()]
         if self.isolation == "mount-namespace":
             inner = (f"mount --bind {shlex.quote(self.private_dir)} {shlex.quote(self.temp_dir)} && "
                      f"exec {shlex.join([*ray_start, f'--temp-dir={self.temp_dir}'])}")

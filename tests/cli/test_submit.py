@@ -6,7 +6,7 @@ import tempfile
 
 import mlflow
 import pytest
-from procs import free_port, stop_tree, wait_http
+from procs import agent_port_args, free_port, stop_tree, wait_http
 
 from conftest import BIN, run_cli
 
@@ -23,7 +23,7 @@ def ray_head():
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp_dir}",
-         "--object-store-memory=200000000", "--disable-usage-stats"],
+         "--object-store-memory=200000000", "--disable-usage-stats", *agent_port_args()],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{dash}"
@@ -40,6 +40,7 @@ def test_submit_runs_the_study_on_a_token_auth_head(ray_head, tmp_path):
     out = run_cli("submit", "adopt_toy", "--address", ray_head, "--wait", "--preset", "smoke",
                   "--toy.steps", "20000", "--toy.log_every", "5000", "--sweep.optimizers", "adam", "adopt",
                   "--sweep.beta2", "0.1", env=env, cwd=tmp_path, timeout=600)
+    assert out.stdout.strip(), f"nothing submitted: {out.stderr[-3000:]}"
     submission_id = out.stdout.strip().splitlines()[0]
     if out.returncode != 0:
         logs = run_cli("logs", submission_id, "--address", ray_head, env=env).stdout
