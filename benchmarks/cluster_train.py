@@ -41,9 +41,10 @@ def main() -> None:
     from xlab.runtime import init_ray, shutdown_ray
 
     rows, overrides, bare = baseline(args)
-    cluster = TwoNodeCluster(cpus_per_node=args.cpus_per_node).start()
-    print(f"two-node cluster up ({cluster.isolation})", flush=True)
+    cluster = TwoNodeCluster(cpus_per_node=args.cpus_per_node)
     try:
+        cluster.start()
+        print(f"two-node cluster up ({cluster.isolation})", flush=True)
         init_ray(cluster.address,
                  runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}"}})
         one = ray_train(rows, args, 2, overrides, placement="STRICT_PACK")

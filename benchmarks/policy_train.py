@@ -34,7 +34,7 @@ def synthetic_rows(n: int, history: int, image: int, embed_dim: int, seed: int =
         tokens = rng.integers(0, 256, (history, 11)).astype(np.int64)
         rows.append({
             "image": rng.integers(0, 256, (history, image, image, 3), dtype=np.uint8),
-            "pad_mask": pad, "window_tokens": tokens, "tokens": tokens[-1],
+            "pad_mask": pad, "window_tokens": tokens, "token_mask": pad.copy(), "tokens": tokens[-1],
             "action": rng.uniform(-1, 1, 13).astype(np.float32),
             "embedding": rng.normal(size=embed_dim).astype(np.float32),
             "dataset_id": np.int64(i % 2), "episode": np.int64(i // 10), "step": np.int64(i % 10),

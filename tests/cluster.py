@@ -57,7 +57,7 @@ class TwoNodeCluster:
         self.dashboard = f"http://127.0.0.1:{self.dash_port}"
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
-        self.log_dir = Path(tempfile.mkdtemp(prefix="x2log"))
+        self.log_dir = Path(tempfile.mkdtemp(prefix="x2log"))  # node logs, for error messages
         # The nodes' job drivers run `python`: make it this venv's, as an activated venv would. No
         # PYTHONPATH: the cluster runs its installed xlab unless a submission ships its own.
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
@@ -145,11 +145,14 @@ class TwoNodeCluster:
         return len(tree)
 
     def stop(self) -> None:
-        for proc in (self.worker, self.head):
-            if proc is not None:
-                stop_tree(proc)
-        for d in (self.temp_dir, self.private_dir):
-            shutil.rmtree(d, ignore_errors=True)
+        try:
+            if self.worker is not None:
+                stop_tree(self.worker)
+        finally:
+            if self.head is not None:
+                stop_tree(self.head)
+            for d in (self.temp_dir, self.private_dir, self.log_dir):
+                shutil.rmtree(d, ignore_errors=True)
 
     def driver_env(self, **extra: str) -> dict[str, str]:
         """Environment of a driver process on this machine that joins the cluster (RAY_ADDRESS set)."""

@@ -24,8 +24,9 @@ DRIVERS = Path(__file__).with_name("drivers.py")
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    cluster = TwoNodeCluster().start()
+    cluster = TwoNodeCluster()
     try:
+        cluster.start()  # inside the try: a node that fails to start must not leave the other running
         yield cluster
     finally:
         cluster.stop()
@@ -121,3 +122,32 @@ def test_policy_training_with_one_worker_per_node(two_nodes, tmp_path, mlflow_ur
     assert len(res["worker_nodes"]) == 2 and len(set(res["worker_nodes"])) == 2, res["worker_nodes"]
     assert res["model_uri"] == "models:/two-node-rt1x@smoke"
     assert os.path.isdir(tmp_path / "storage")
+
+
+@pytest.mark.timeout(1800)
+def test_a_submitted_job_trains_on_both_nodes_and_needs_shared_storage(two_nodes, tmp_path):
+    """`xlab submit grokking --train.num_workers 2` on two nodes: refused in one line before training while the
+    checkpoint storage is the job's own directory (on the head only), done once XLAB_STORAGE_PATH is shared."""
+    from conftest import run_cli
+
+    two_nodes.wait_nodes(2)
+    args = ["submit", "grokking", "--address", two_nodes.dashboard, "--wait", "--preset", "smoke",
+            "--sweep.ops", "add", "--data.p", "13", "--data.train_frac", "0.5", "--model.d_model", "32",
+            "--model.d_mlp", "64", "--train.steps", "40", "--train.eval_every", "20", "--train.num_workers", "2",
+            "--train.cpus_per_worker", "0.5", "--train.placement", "STRICT_SPREAD"]
+    env = {"RAY_AUTH_MODE": "token", "MLFLOW_TRACKING_URI": "", "XLAB_STORAGE_PATH": ""}
+    refused = run_cli(*args, env=env, cwd=tmp_path, timeout=900)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    job_id = refused.stdout.split()[0]
+    logs = run_cli("logs", job_id, "--address", two_nodes.dashboard, env=env).stdout
+    assert "is on this node only" in logs and "XLAB_STORAGE_PATH" in logs, logs[-3000:]
+
+    env["XLAB_STORAGE_PATH"] = str(tmp_path / "shared")
+    done = run_cli(*args, env=env, cwd=tmp_path, timeout=1200)
+    job_id = done.stdout.split()[0] if done.stdout.strip() else "?"
+    logs = run_cli("logs", job_id, "--address", two_nodes.dashboard, env=env).stdout
+    assert done.returncode == 0 and done.stdout.split()[1:] == ["SUCCEEDED"], (done.stderr[-2000:], logs[-4000:])
+    assert "runtime_resources" in logs  # the submitted code ran
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("grokking").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # the job and its trial
