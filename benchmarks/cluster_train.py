@@ -45,8 +45,10 @@ def main() -> None:
     try:
         cluster.start()
         print(f"two-node cluster up ({cluster.isolation})", flush=True)
-        init_ray(cluster.address,
-                 runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}"}})
+        init_ray(
+            cluster.address,
+            runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}"}},
+        )
         one = ray_train(rows, args, 2, overrides, placement="STRICT_PACK")
         print(f"1 node  : {one:8.1f} samples/s (2 workers)", flush=True)
         two = ray_train(rows, args, 2, overrides, placement="STRICT_SPREAD")
@@ -54,7 +56,9 @@ def main() -> None:
     finally:
         shutdown_ray()
         cluster.stop()
-    print(f"ratios: 2 nodes / 1 node {two / one:.2f}  2 nodes / bare {two / bare:.2f}  1 node / bare {one / bare:.2f}")
+    print(
+        f"ratios: 2 nodes / 1 node {two / one:.2f}  2 nodes / bare {two / bare:.2f}  1 node / bare {one / bare:.2f}"
+    )
 
 
 if __name__ == "__main__":

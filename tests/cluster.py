@@ -40,7 +40,10 @@ WORKER_IP = "127.0.0.2"
 def _private_mounts_work() -> bool:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return False
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode
+        == 0
+    )
 
 
 class TwoNodeCluster:
@@ -66,23 +69,48 @@ class TwoNodeCluster:
     # ------------------------------------------------------------------------------------- start/stop
 
     def start(self) -> TwoNodeCluster:
-        self.head = self._popen("head", [
-            str(BIN / "ray"), "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-            f"--dashboard-port={self.dash_port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-            f"--num-cpus={self.cpus}", f"--temp-dir={self.temp_dir}", f"--object-store-memory={self.store}",
-            "--disable-usage-stats", '--resources={"head_node": 1}', *agent_port_args()])
+        self.head = self._popen(
+            "head",
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--block",
+                f"--port={self.port}",
+                "--node-ip-address=127.0.0.1",
+                f"--dashboard-port={self.dash_port}",
+                "--dashboard-host=127.0.0.1",
+                "--include-dashboard=true",
+                f"--num-cpus={self.cpus}",
+                f"--temp-dir={self.temp_dir}",
+                f"--object-store-memory={self.store}",
+                "--disable-usage-stats",
+                '--resources={"head_node": 1}',
+                *agent_port_args(),
+            ],
+        )
         wait_http(f"{self.dashboard}/api/version", timeout=120, proc=self.head)
         self.start_worker_node()
         return self
 
     def start_worker_node(self) -> None:
         ray_start = [
-            str(BIN / "ray"), "start", "--block", f"--address={self.address}", f"--node-ip-address={WORKER_IP}",
-            f"--num-cpus={self.cpus}", f"--object-store-memory={self.store}", "--disable-usage-stats",
-            '--resources={"worker_node": 1}', *agent_port_args()]
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            f"--address={self.address}",
+            f"--node-ip-address={WORKER_IP}",
+            f"--num-cpus={self.cpus}",
+            f"--object-store-memory={self.store}",
+            "--disable-usage-stats",
+            '--resources={"worker_node": 1}',
+            *agent_port_args(),
+        ]
         if self.isolation == "mount-namespace":
-            inner = (f"mount --bind {shlex.quote(self.private_dir)} {shlex.quote(self.temp_dir)} && "
-                     f"exec {shlex.join([*ray_start, f'--temp-dir={self.temp_dir}'])}")
+            inner = (
+                f"mount --bind {shlex.quote(self.private_dir)} {shlex.quote(self.temp_dir)} && "
+                f"exec {shlex.join([*ray_start, f'--temp-dir={self.temp_dir}'])}"
+            )
             cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner]
         else:
             cmd = [*ray_start, f"--temp-dir={self.private_dir}"]
@@ -98,12 +126,29 @@ class TwoNodeCluster:
 
     def _popen(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the process's life)
-        return subprocess.Popen(cmd, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def alive_nodes(self) -> list[dict]:
         """The nodes the head reports alive (through `ray list nodes`, so this test process needs no Ray driver)."""
-        out = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", self.address, "--format", "json",
-                              "--filter", "state=ALIVE"], env=self.env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [
+                str(BIN / "ray"),
+                "list",
+                "nodes",
+                "--address",
+                self.address,
+                "--format",
+                "json",
+                "--filter",
+                "state=ALIVE",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if out.returncode != 0:
             return []
         try:
@@ -119,7 +164,9 @@ class TwoNodeCluster:
                 return nodes
             for proc, name in ((self.head, "head"), (self.worker, "worker")):
                 if proc is not None and proc.poll() is not None:
-                    raise RuntimeError(f"the {name} node exited ({proc.returncode}): {self.log(name)[-2000:]}")
+                    raise RuntimeError(
+                        f"the {name} node exited ({proc.returncode}): {self.log(name)[-2000:]}"
+                    )
             time.sleep(2)
         raise TimeoutError(f"{n} alive nodes not reached in {timeout:.0f} s: {self.alive_nodes()}")
 

@@ -25,8 +25,7 @@ ADDRESS = os.environ["RAY_ADDRESS"]  # read now: importing tests/conftest.py uns
 def connect() -> None:
     from xlab.runtime import init_ray
 
-    init_ray(ADDRESS,
-             runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}"}})
+    init_ray(ADDRESS, runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}"}})
 
 
 def lm(args: argparse.Namespace) -> dict:
@@ -41,24 +40,51 @@ def lm(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     names, rooms = ["Mary", "John", "Sandra", "Daniel"], ["kitchen", "garden", "office", "hallway"]
-    texts = [" ".join(f"{names[a]} went to the {rooms[b]}." for a, b in rng.integers(0, 4, (6, 2)))
-             for _ in range(600)]
+    texts = [
+        " ".join(f"{names[a]} went to the {rooms[b]}." for a, b in rng.integers(0, 4, (6, 2)))
+        for _ in range(600)
+    ]
     tok = train_bpe(texts, vocab_size=300)
     ids = list(tokenize_documents(tok, texts))
     save_blocks(pack_blocks(ids[:560], 32), work / "train.npy")
     save_blocks(pack_blocks(ids[560:], 32), work / "val.npy")
-    cfg = PretrainConfig(steps=args.steps, batch_size=8, lr=3e-3, warmup_steps=3, block_size=32, log_every=5,
-                         eval_every=args.steps, checkpoint_every=args.checkpoint_every, num_workers=2,
-                         cpus_per_worker=0.5, threads_per_worker=1, placement="SPREAD", max_failures=2,
-                         storage=args.storage, resume=args.resume)
+    cfg = PretrainConfig(
+        steps=args.steps,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=3,
+        block_size=32,
+        log_every=5,
+        eval_every=args.steps,
+        checkpoint_every=args.checkpoint_every,
+        num_workers=2,
+        cpus_per_worker=0.5,
+        threads_per_worker=1,
+        placement="SPREAD",
+        max_failures=2,
+        storage=args.storage,
+        resume=args.resume,
+    )
     connect()
     mlflow.set_experiment("two_node_lm")
     with mlflow.start_run() as run:
-        res = fit_pretrain(ModelSpec("gpt2", "tiny", vocab_size=len(tok), n_ctx=32), work / "train.npy",
-                           {"toy": work / "val.npy"}, cfg, run_id=run.info.run_id, name="lm-2node")
-    return {"run_id": run.info.run_id, "step": res.step, "restarts": res.restarts, "resumed_from": res.resumed_from,
-            "worker_nodes": res.worker_nodes, "loss": [r["train/loss"] for r in res.history],
-            "checkpoint": res.checkpoint_path}
+        res = fit_pretrain(
+            ModelSpec("gpt2", "tiny", vocab_size=len(tok), n_ctx=32),
+            work / "train.npy",
+            {"toy": work / "val.npy"},
+            cfg,
+            run_id=run.info.run_id,
+            name="lm-2node",
+        )
+    return {
+        "run_id": run.info.run_id,
+        "step": res.step,
+        "restarts": res.restarts,
+        "resumed_from": res.resumed_from,
+        "worker_nodes": res.worker_nodes,
+        "loss": [r["train/loss"] for r in res.history],
+        "checkpoint": res.checkpoint_path,
+    }
 
 
 def policy(args: argparse.Namespace) -> dict:
@@ -68,15 +94,31 @@ def policy(args: argparse.Namespace) -> dict:
 
     connect()
     dirs = write_fake_rlds(str(Path(args.work) / "rlds"))
-    cfg = apply_overrides(train_policy.PRESETS["smoke"], {
-        "data.dataset_dirs": dirs, "data.embedding_backend": "hash-fallback", "data.shuffle_buffer": 64,
-        "policy.preset": "rt1x-tiny", "policy.image_size": 32, "policy.history": 2,
-        "train.steps": args.steps, "train.batch_size": 8, "train.num_workers": 2, "train.log_every": 5,
-        "train.checkpoint_every": args.checkpoint_every, "train.placement": "SPREAD", "train.storage": args.storage,
-        "train.cpus_per_worker": 0.5, "registry.model_name": "two-node-rt1x", "registry.alias": "smoke",
-    })
+    cfg = apply_overrides(
+        train_policy.PRESETS["smoke"],
+        {
+            "data.dataset_dirs": dirs,
+            "data.embedding_backend": "hash-fallback",
+            "data.shuffle_buffer": 64,
+            "policy.preset": "rt1x-tiny",
+            "policy.image_size": 32,
+            "policy.history": 2,
+            "train.steps": args.steps,
+            "train.batch_size": 8,
+            "train.num_workers": 2,
+            "train.log_every": 5,
+            "train.checkpoint_every": args.checkpoint_every,
+            "train.placement": "SPREAD",
+            "train.storage": args.storage,
+            "train.cpus_per_worker": 0.5,
+            "registry.model_name": "two-node-rt1x",
+            "registry.alias": "smoke",
+        },
+    )
     out = train_policy.main(cfg)
-    return {k: out[k] for k in ("run_id", "final_step", "restarts", "resumed_from", "worker_nodes", "model_uri")}
+    return {
+        k: out[k] for k in ("run_id", "final_step", "restarts", "resumed_from", "worker_nodes", "model_uri")
+    }
 
 
 def storage(args: argparse.Namespace) -> dict:

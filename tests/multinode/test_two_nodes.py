@@ -34,8 +34,13 @@ def two_nodes():
 
 def start_driver(cluster: TwoNodeCluster, what: str, out: Path, *args: str, **env: str) -> subprocess.Popen:
     log = open(out.with_suffix(".log"), "w")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([sys.executable, str(DRIVERS), what, str(out), *args], env=cluster.driver_env(**env),
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(DRIVERS), what, str(out), *args],
+        env=cluster.driver_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, out: Path, timeout: float) -> dict:
@@ -69,8 +74,9 @@ def test_storage_that_one_node_cannot_see_is_refused_up_front(two_nodes, tmp_pat
 
 
 def _latest_checkpoint(storage: Path) -> dict | None:
-    for path in sorted(storage.glob("lm-2node-*/checkpoint_*/state.pt"), key=lambda p: p.stat().st_mtime,
-                       reverse=True):
+    for path in sorted(
+        storage.glob("lm-2node-*/checkpoint_*/state.pt"), key=lambda p: p.stat().st_mtime, reverse=True
+    ):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # still being written
@@ -83,8 +89,20 @@ def test_lm_pretraining_one_worker_per_node_survives_losing_the_worker_node(two_
     storage, every = tmp_path / "storage", 25
     # The controller polls workers every 0.5 s: a checkpoint is registered soon after it is reported.
     out = tmp_path / "lm.json"
-    proc = start_driver(two_nodes, "lm", out, "--work", str(tmp_path / "work"), "--storage", str(storage),
-                        "--steps", "300", "--checkpoint_every", str(every), RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5")
+    proc = start_driver(
+        two_nodes,
+        "lm",
+        out,
+        "--work",
+        str(tmp_path / "work"),
+        "--storage",
+        str(storage),
+        "--steps",
+        "300",
+        "--checkpoint_every",
+        str(every),
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
+    )
     deadline, first = time.monotonic() + 600, None
     while first is None and time.monotonic() < deadline and proc.poll() is None:
         first = _latest_checkpoint(storage)
@@ -108,7 +126,11 @@ def test_lm_pretraining_one_worker_per_node_survives_losing_the_worker_node(two_
     (restart,) = client.get_metric_history(res["run_id"], "train/resumed_from_step")
     assert restart.value == resumed
     # Work lost: the steps trained before the node died that were done again, at most one interval.
-    before = [m.step for m in client.get_metric_history(res["run_id"], "train/loss") if m.timestamp < restart.timestamp]
+    before = [
+        m.step
+        for m in client.get_metric_history(res["run_id"], "train/loss")
+        if m.timestamp < restart.timestamp
+    ]
     assert max(before) - resumed <= every, (max(before), resumed)
     assert res["loss"][-1] < res["loss"][0]
 
@@ -116,8 +138,19 @@ def test_lm_pretraining_one_worker_per_node_survives_losing_the_worker_node(two_
 @pytest.mark.timeout(1200)
 def test_policy_training_with_one_worker_per_node(two_nodes, tmp_path, mlflow_uri):
     two_nodes.wait_nodes(2)
-    res = run_driver(two_nodes, "policy", tmp_path / "policy.json", "--work", str(tmp_path / "work"),
-                     "--storage", str(tmp_path / "storage"), "--steps", "30", "--checkpoint_every", "15")
+    res = run_driver(
+        two_nodes,
+        "policy",
+        tmp_path / "policy.json",
+        "--work",
+        str(tmp_path / "work"),
+        "--storage",
+        str(tmp_path / "storage"),
+        "--steps",
+        "30",
+        "--checkpoint_every",
+        "15",
+    )
     assert res["final_step"] == 30 and res["restarts"] == 0
     assert len(res["worker_nodes"]) == 2 and len(set(res["worker_nodes"])) == 2, res["worker_nodes"]
     assert res["model_uri"] == "models:/two-node-rt1x@smoke"
@@ -131,10 +164,35 @@ def test_a_submitted_job_trains_on_both_nodes_and_needs_shared_storage(two_nodes
     from conftest import run_cli
 
     two_nodes.wait_nodes(2)
-    args = ["submit", "grokking", "--address", two_nodes.dashboard, "--wait", "--preset", "smoke",
-            "--sweep.ops", "add", "--data.p", "13", "--data.train_frac", "0.5", "--model.d_model", "32",
-            "--model.d_mlp", "64", "--train.steps", "40", "--train.eval_every", "20", "--train.num_workers", "2",
-            "--train.cpus_per_worker", "0.5", "--train.placement", "STRICT_SPREAD"]
+    args = [
+        "submit",
+        "grokking",
+        "--address",
+        two_nodes.dashboard,
+        "--wait",
+        "--preset",
+        "smoke",
+        "--sweep.ops",
+        "add",
+        "--data.p",
+        "13",
+        "--data.train_frac",
+        "0.5",
+        "--model.d_model",
+        "32",
+        "--model.d_mlp",
+        "64",
+        "--train.steps",
+        "40",
+        "--train.eval_every",
+        "20",
+        "--train.num_workers",
+        "2",
+        "--train.cpus_per_worker",
+        "0.5",
+        "--train.placement",
+        "STRICT_SPREAD",
+    ]
     env = {"RAY_AUTH_MODE": "token", "MLFLOW_TRACKING_URI": "", "XLAB_STORAGE_PATH": ""}
     refused = run_cli(*args, env=env, cwd=tmp_path, timeout=900)
     assert refused.returncode == 2, refused.stderr[-3000:]
@@ -146,7 +204,10 @@ def test_a_submitted_job_trains_on_both_nodes_and_needs_shared_storage(two_nodes
     done = run_cli(*args, env=env, cwd=tmp_path, timeout=1200)
     job_id = done.stdout.split()[0] if done.stdout.strip() else "?"
     logs = run_cli("logs", job_id, "--address", two_nodes.dashboard, env=env).stdout
-    assert done.returncode == 0 and done.stdout.split()[1:] == ["SUCCEEDED"], (done.stderr[-2000:], logs[-4000:])
+    assert done.returncode == 0 and done.stdout.split()[1:] == ["SUCCEEDED"], (
+        done.stderr[-2000:],
+        logs[-4000:],
+    )
     assert "runtime_resources" in logs  # the submitted code ran
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("grokking").experiment_id])

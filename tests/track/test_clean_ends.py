@@ -56,11 +56,18 @@ JOB = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signalled_job_ends_its_runs_killed_stops_ray_and_exits_non_zero(mlflow_uri, tmp_path, signum, code):
+def test_a_signalled_job_ends_its_runs_killed_stops_ray_and_exits_non_zero(
+    mlflow_uri, tmp_path, signum, code
+):
     script, out = tmp_path / "job.py", tmp_path / "ids.json"
     script.write_text(JOB)
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri},
+    )
     deadline = time.monotonic() + 180
     while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -109,14 +116,27 @@ def test_a_trial_whose_process_dies_ends_failed_with_the_error(ray_local, mlflow
 
     with pytest.raises(Exception):  # noqa: B017 (the job fails: a trial failed)
         with job_run("t_trial_crash", JobConfig()) as parent:
-            results = run_sweep(trial, JobConfig(), grid({"seed": [0, 1]}), parent_run_id=parent.info.run_id,
-                                metric="ok", mode="max", cpus_per_trial=0.5, verbose=0)
+            results = run_sweep(
+                trial,
+                JobConfig(),
+                grid({"seed": [0, 1]}),
+                parent_run_id=parent.info.run_id,
+                metric="ok",
+                mode="max",
+                cpus_per_trial=0.5,
+                verbose=0,
+            )
             from xlab.tune import raise_on_errors
 
             raise_on_errors(results)
-    runs = {r.data.params["seed"]: r for r in mlflow.search_runs(
-        experiment_names=["t_trial_crash"], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-        output_format="list")}
+    runs = {
+        r.data.params["seed"]: r
+        for r in mlflow.search_runs(
+            experiment_names=["t_trial_crash"],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+            output_format="list",
+        )
+    }
     assert runs["0"].info.status == "FINISHED"
     crashed = runs["1"]
     assert crashed.info.status == "FAILED" and "xlab.early_stopped" not in crashed.data.tags

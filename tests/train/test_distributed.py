@@ -22,13 +22,32 @@ def test_every_trainer_takes_the_same_dotted_scaling_names(job):
     import importlib
 
     mod = importlib.import_module(f"jobs.{job}")
-    cfg = parse_config(mod.Config, mod.PRESETS, ["--train.num_workers", "2", "--train.resume", "auto",
-                                                 "--train.placement", "SPREAD", "--train.max_failures", "3",
-                                                 "--train.storage", "s3://bucket/x", "--train.inject_failure_at", "7"],
-                       prog=f"xlab run {job}")
+    cfg = parse_config(
+        mod.Config,
+        mod.PRESETS,
+        [
+            "--train.num_workers",
+            "2",
+            "--train.resume",
+            "auto",
+            "--train.placement",
+            "SPREAD",
+            "--train.max_failures",
+            "3",
+            "--train.storage",
+            "s3://bucket/x",
+            "--train.inject_failure_at",
+            "7",
+        ],
+        prog=f"xlab run {job}",
+    )
     assert isinstance(cfg.train, ScaleConfig)
-    assert (cfg.train.num_workers, cfg.train.resume, cfg.train.placement, cfg.train.max_failures) == (2, "auto",
-                                                                                                    "SPREAD", 3)
+    assert (cfg.train.num_workers, cfg.train.resume, cfg.train.placement, cfg.train.max_failures) == (
+        2,
+        "auto",
+        "SPREAD",
+        3,
+    )
     with pytest.raises(XlabError, match="train.placement"):
         parse_config(mod.Config, mod.PRESETS, ["--train.placement", "ANYWHERE"], prog=f"xlab run {job}")
 
@@ -37,8 +56,11 @@ def test_run_key_names_what_is_trained_not_how_it_runs():
     from jobs import grokking
 
     base = grokking.PRESETS["smoke"]
-    same = dataclasses.replace(base, train=dataclasses.replace(base.train, resume="auto", max_failures=0,
-                                                               storage="/elsewhere"), preset="other")
+    same = dataclasses.replace(
+        base,
+        train=dataclasses.replace(base.train, resume="auto", max_failures=0, storage="/elsewhere"),
+        preset="other",
+    )
     other = dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=0.5))
     assert run_key(base) == run_key(same) != run_key(other)
     assert len(run_key(base)) == 8
@@ -56,7 +78,9 @@ def _fake_run(storage, name: str, age_s: float, snapshot: bool = True) -> None:
 def test_resume_auto_finds_the_newest_run_of_the_same_config(tmp_path, capsys):
     _fake_run(tmp_path, "toy-abcd1234-20260101-000000-aaaa", age_s=100)
     _fake_run(tmp_path, "toy-abcd1234-20260102-000000-bbbb", age_s=10)
-    _fake_run(tmp_path, "toy-abcd1234-20260103-000000-cccc", age_s=1, snapshot=False)  # no checkpoint registered
+    _fake_run(
+        tmp_path, "toy-abcd1234-20260103-000000-cccc", age_s=1, snapshot=False
+    )  # no checkpoint registered
     _fake_run(tmp_path, "toy-ffff0000-20260104-000000-dddd", age_s=0)  # another config
     assert find_resumable(str(tmp_path), "toy-abcd1234-") == "toy-abcd1234-20260102-000000-bbbb"
     auto = ScaleConfig(resume="auto")
@@ -108,8 +132,10 @@ def _toy_worker():
             trained.append(step)
             if step % config["every"] == 0 or step == config["steps"]:
                 model_state, optim_state = ctx.full_state(net, model, opt)
-                ctx.save({"model": model_state, "optimizer": optim_state, "step": step, "trained": trained},
-                         {"loss": float(loss)})
+                ctx.save(
+                    {"model": model_state, "optimizer": optim_state, "step": step, "trained": trained},
+                    {"loss": float(loss)},
+                )
             ctx.maybe_fail(step)
 
     return worker
@@ -117,11 +143,16 @@ def _toy_worker():
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_worker_group_restart_and_driver_restart_resume_from_the_last_checkpoint(ray_local, tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # the controller registers checkpoints sooner
+def test_worker_group_restart_and_driver_restart_resume_from_the_last_checkpoint(
+    ray_local, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+    )  # the controller registers checkpoints sooner
     config = {"steps": 12, "every": 4}
-    scale = ScaleConfig(num_workers=1, cpus_per_worker=0.5, storage=str(tmp_path), max_failures=1,
-                        inject_failure_at=6)
+    scale = ScaleConfig(
+        num_workers=1, cpus_per_worker=0.5, storage=str(tmp_path), max_failures=1, inject_failure_at=6
+    )
     # A worker dies at step 6: the group restarts from step 4's checkpoint and finishes.
     out = launch(_toy_worker(), config, scale, name="toy", key="k1")
     assert out.state["step"] == 12 and out.state["restarts"] == 1 and out.state["resumed_from"] == [4]
@@ -133,8 +164,13 @@ def test_worker_group_restart_and_driver_restart_resume_from_the_last_checkpoint
         launch(_toy_worker(), config, dataclasses.replace(scale, max_failures=0), name="toy", key="k2")
     failed_run = find_resumable(str(tmp_path), "toy-k2-")
     assert failed_run is not None
-    again = launch(_toy_worker(), config, dataclasses.replace(scale, max_failures=0, resume="auto",
-                                                              inject_failure_at=0), name="toy", key="k2")
+    again = launch(
+        _toy_worker(),
+        config,
+        dataclasses.replace(scale, max_failures=0, resume="auto", inject_failure_at=0),
+        name="toy",
+        key="k2",
+    )
     assert again.run_name == failed_run
     assert again.state["step"] == 12 and again.state["resumed_from"] == [4]
     assert again.state["trained"][:4] == [1, 2, 3, 4]

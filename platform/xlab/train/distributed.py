@@ -97,8 +97,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return load_state(ray.train.Checkpoint(path))
     file = Path(path) / CHECKPOINT_FILE
     if not file.is_file():
-        raise XlabError(f"no checkpoint at {path} ({CHECKPOINT_FILE} missing): give a checkpoint directory of an "
-                        "xlab run (<storage>/<run>/checkpoint_...), or --train.resume auto")
+        raise XlabError(
+            f"no checkpoint at {path} ({CHECKPOINT_FILE} missing): give a checkpoint directory of an "
+            "xlab run (<storage>/<run>/checkpoint_...), or --train.resume auto"
+        )
     return load_checkpoint(file, map_location="cpu")
 
 
@@ -142,12 +144,19 @@ class WorkerContext:
         self.restored: dict[str, Any] | None = self._restore(meta.get("resume_from"))
         self.start_step = int(self.restored["step"]) if self.restored else 0
         self.restarts = int(self.restored.get("restarts", 0)) + 1 if self.restored else 0
-        self.resumed_from = list(self.restored.get("resumed_from", [])) + [self.start_step] if self.restored else []
+        self.resumed_from = (
+            list(self.restored.get("resumed_from", [])) + [self.start_step] if self.restored else []
+        )
         if self.restored is not None and self.rank == 0:
-            print(f"[{self.name}] resuming at step {self.start_step} (resume {self.restarts} of this run, "
-                  f"{self.world_size} workers on {len(set(self.nodes))} nodes)", flush=True)
-            self.log({"train/restarts": float(self.restarts), "train/resumed_from_step": float(self.start_step)},
-                     self.start_step)
+            print(
+                f"[{self.name}] resuming at step {self.start_step} (resume {self.restarts} of this run, "
+                f"{self.world_size} workers on {len(set(self.nodes))} nodes)",
+                flush=True,
+            )
+            self.log(
+                {"train/restarts": float(self.restarts), "train/resumed_from_step": float(self.start_step)},
+                self.start_step,
+            )
 
     # ----------------------------------------------------------------------------------------- set-up
 
@@ -174,8 +183,11 @@ class WorkerContext:
         """``model`` moved to this worker's device and wrapped for data parallelism (DDP, or FSDP with ``fsdp_kwargs``)."""
         import ray.train.torch
 
-        return ray.train.torch.prepare_model(model, parallel_strategy=self.scale.parallel_strategy,
-                                             parallel_strategy_kwargs=fsdp_kwargs if self.fsdp else None)
+        return ray.train.torch.prepare_model(
+            model,
+            parallel_strategy=self.scale.parallel_strategy,
+            parallel_strategy_kwargs=fsdp_kwargs if self.fsdp else None,
+        )
 
     # ------------------------------------------------------------------------------------- collectives
 
@@ -188,8 +200,9 @@ class WorkerContext:
             dist.all_reduce(t)
         return t.cpu()
 
-    def full_state(self, net: torch.nn.Module, model: torch.nn.Module, optimizer: Any,
-                   prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    def full_state(
+        self, net: torch.nn.Module, model: torch.nn.Module, optimizer: Any, prefix: str = ""
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Unsharded CPU state dicts of ``model`` and ``optimizer`` (:func:`full_state_dicts`); every worker calls it."""
         return full_state_dicts(net, model, optimizer, self.fsdp, prefix)
 
@@ -199,7 +212,9 @@ class WorkerContext:
 
     # --------------------------------------------------------------------------------------- reporting
 
-    def check_loss(self, value: float, step: int, hint: str = "lower the learning rate or clip gradients") -> None:
+    def check_loss(
+        self, value: float, step: int, hint: str = "lower the learning rate or clip gradients"
+    ) -> None:
         """Fail the run (never retried, nothing registered) if the loss is NaN or infinite."""
         check_finite_loss(value, step, f"{self.name} (rank {self.rank})", hint)
 
@@ -221,8 +236,12 @@ class WorkerContext:
         metrics = {k.replace("/", "_"): v for k, v in metrics.items()}
         with tempfile.TemporaryDirectory() as d:
             if self.rank == 0:
-                full = {**state, "restarts": self.restarts, "resumed_from": self.resumed_from,
-                        "worker_nodes": self.nodes}
+                full = {
+                    **state,
+                    "restarts": self.restarts,
+                    "resumed_from": self.resumed_from,
+                    "worker_nodes": self.nodes,
+                }
                 save_checkpoint(full, Path(d) / CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
             else:
@@ -230,7 +249,11 @@ class WorkerContext:
 
     def maybe_fail(self, step: int) -> None:
         """Fault injection (``inject_failure_at``): the last rank exits abruptly at that step, once per run."""
-        if not self.scale.inject_failure_at or step != self.scale.inject_failure_at or self.rank != self.world_size - 1:
+        if (
+            not self.scale.inject_failure_at
+            or step != self.scale.inject_failure_at
+            or self.rank != self.world_size - 1
+        ):
             return
         marker = _failure_marker(self.storage, self.run_name)
         if marker.exists():
@@ -245,8 +268,9 @@ class WorkerContext:
         os._exit(1)
 
 
-def full_state_dicts(net: torch.nn.Module, model: torch.nn.Module, optimizer: Any, fsdp: bool,
-                     prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+def full_state_dicts(
+    net: torch.nn.Module, model: torch.nn.Module, optimizer: Any, fsdp: bool, prefix: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Unsharded CPU state dicts of ``model`` (the module ``net`` wraps) and ``optimizer``.
 
     With FSDP this is the torch-documented ``get_state_dict(net, optimizer, options=StateDictOptions(
@@ -259,7 +283,8 @@ def full_state_dicts(net: torch.nn.Module, model: torch.nn.Module, optimizer: An
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     model_state, optim_state = get_state_dict(
-        net, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        net, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
     return {k.removeprefix(prefix): v for k, v in model_state.items()}, optim_state
 
 
@@ -270,8 +295,13 @@ def load_optimizer_state(net: torch.nn.Module, optimizer: Any, state: dict[str, 
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    set_state_dict(net, optimizer, model_state_dict={}, optim_state_dict=state,
-                   options=StateDictOptions(full_state_dict=True, strict=False))
+    set_state_dict(
+        net,
+        optimizer,
+        model_state_dict={},
+        optim_state_dict=state,
+        options=StateDictOptions(full_state_dict=True, strict=False),
+    )
 
 
 def _worker_main(loop_config: dict[str, Any]) -> None:
@@ -299,8 +329,9 @@ def _fresh_name(name: str, key: str) -> str:
     return f"{name}-{key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def resolve_run(scale: ScaleConfig, storage: str, name: str, key: str,
-                resume_from: str | None = None) -> tuple[str, str | None]:
+def resolve_run(
+    scale: ScaleConfig, storage: str, name: str, key: str, resume_from: str | None = None
+) -> tuple[str, str | None]:
     """The Ray run name and the checkpoint directory to start from (see the module docstring)."""
     explicit = resume_from or (scale.resume if scale.resume not in ("", "auto") else None)
     if explicit:
@@ -312,8 +343,10 @@ def resolve_run(scale: ScaleConfig, storage: str, name: str, key: str,
         if found is not None:
             print(f"[{name}] resuming run {found} from its latest checkpoint in {storage}", flush=True)
             return found, None
-        print(f"[{name}] --train.resume auto: no earlier run of this config in {storage}; starting afresh",
-              flush=True)
+        print(
+            f"[{name}] --train.resume auto: no earlier run of this config in {storage}; starting afresh",
+            flush=True,
+        )
     return _fresh_name(name, key), None
 
 
@@ -351,19 +384,30 @@ def launch(
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
-    meta = {"name": name, "run_name": run_name, "storage": storage, "run_id": run_id,
-            "tracking_uri": resolve_tracking_uri(tracking_uri) if run_id else None, "resume_from": start_from}
+    meta = {
+        "name": name,
+        "run_name": run_name,
+        "storage": storage,
+        "run_id": run_id,
+        "tracking_uri": resolve_tracking_uri(tracking_uri) if run_id else None,
+        "resume_from": start_from,
+    }
     trainer = XlabTorchTrainer(
         _worker_main,
         train_loop_config={"fn": worker_fn, "config": config, "scale": scale, "meta": meta},
-        scaling_config=ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
-                                     resources_per_worker={"CPU": scale.cpus_per_worker},
-                                     placement_strategy=scale.placement),
+        scaling_config=ScalingConfig(
+            num_workers=scale.num_workers,
+            use_gpu=scale.use_gpu,
+            resources_per_worker={"CPU": scale.cpus_per_worker},
+            placement_strategy=scale.placement,
+        ),
         run_config=RunConfig(
-            name=run_name, storage_path=storage,
+            name=run_name,
+            storage_path=storage,
             failure_config=FailureConfig(max_failures=scale.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=score,
-                                               checkpoint_score_order=score_order),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=keep, checkpoint_score_attribute=score, checkpoint_score_order=score_order
+            ),
             callbacks=callbacks,
         ),
         datasets=dict(datasets or {}),
@@ -376,7 +420,11 @@ def launch(
     if result.checkpoint is None:
         raise XlabError(f"Ray Train run {run_name} ended without a checkpoint (in {storage})")
     return LaunchResult(
-        state=load_state(result.checkpoint), metrics=dict(result.metrics or {}),
-        checkpoint_path=result.checkpoint.path, run_name=run_name, storage=storage,
-        seconds=time.perf_counter() - t0, best_checkpoints=list(result.best_checkpoints or []),
+        state=load_state(result.checkpoint),
+        metrics=dict(result.metrics or {}),
+        checkpoint_path=result.checkpoint.path,
+        run_name=run_name,
+        storage=storage,
+        seconds=time.perf_counter() - t0,
+        best_checkpoints=list(result.best_checkpoints or []),
     )

@@ -24,8 +24,16 @@ from xlab.config import check, check_max_failures
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 # Fields that do not change what is trained: a run resumed with other values is the same run.
-_NOT_IDENTITY = {"resume", "max_failures", "inject_failure_at", "storage", "placement", "preset", "cpus_per_worker",
-                 "threads_per_worker"}
+_NOT_IDENTITY = {
+    "resume",
+    "max_failures",
+    "inject_failure_at",
+    "storage",
+    "placement",
+    "preset",
+    "cpus_per_worker",
+    "threads_per_worker",
+}
 _NOT_IDENTITY_SECTIONS = ("tracking.", "ray.")
 
 
@@ -61,13 +69,25 @@ class ScaleConfig:
         check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
         check(self.cpus_per_worker > 0, "train.cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         check(self.threads_per_worker >= 0, "train.threads_per_worker", "must be >= 0 (0: torch's default)")
-        check(self.parallel_strategy in ("ddp", "fsdp"), "train.parallel_strategy",
-              f"must be ddp or fsdp, got {self.parallel_strategy!r}")
-        check(self.placement in PLACEMENTS, "train.placement",
-              f"must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
+        check(
+            self.parallel_strategy in ("ddp", "fsdp"),
+            "train.parallel_strategy",
+            f"must be ddp or fsdp, got {self.parallel_strategy!r}",
+        )
+        check(
+            self.placement in PLACEMENTS,
+            "train.placement",
+            f"must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}",
+        )
         check_max_failures(self.max_failures)
-        check(self.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
-        check(self.inject_failure_at >= 0, "train.inject_failure_at", f"must be >= 0, got {self.inject_failure_at}")
+        check(
+            self.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}"
+        )
+        check(
+            self.inject_failure_at >= 0,
+            "train.inject_failure_at",
+            f"must be >= 0, got {self.inject_failure_at}",
+        )
 
 
 def run_key(*configs: Any) -> str:
@@ -81,6 +101,11 @@ def run_key(*configs: Any) -> str:
     parts = []
     for c in configs:
         flat = flatten(c) if dataclasses.is_dataclass(c) else {"": c}
-        parts.append({k: v for k, v in flat.items()
-                      if k.rsplit(".", 1)[-1] not in _NOT_IDENTITY and not k.startswith(_NOT_IDENTITY_SECTIONS)})
+        parts.append(
+            {
+                k: v
+                for k, v in flat.items()
+                if k.rsplit(".", 1)[-1] not in _NOT_IDENTITY and not k.startswith(_NOT_IDENTITY_SECTIONS)
+            }
+        )
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -56,8 +56,10 @@ def check_shared(storage: str, timeout_s: float = 120.0) -> None:
     key = (storage, frozenset(nodes))
     if len(nodes) <= 1 or key in _checked:
         return
-    fix = ("set XLAB_STORAGE_PATH (or --train.storage) on every node to a directory all nodes mount "
-           "(NFS/EFS) or to s3://BUCKET/PREFIX")
+    fix = (
+        "set XLAB_STORAGE_PATH (or --train.storage) on every node to a directory all nodes mount "
+        "(NFS/EFS) or to s3://BUCKET/PREFIX"
+    )
     try:
         Path(storage).mkdir(parents=True, exist_ok=True)
         marker = Path(storage) / f".xlab-shared-{uuid.uuid4().hex[:12]}"
@@ -67,19 +69,27 @@ def check_shared(storage: str, timeout_s: float = 120.0) -> None:
         raise XlabError(f"cannot write to checkpoint storage {storage} ({e.strerror or e}); {fix}") from None
     try:
         probe = ray.remote(num_cpus=0, max_retries=0)(_sees)
-        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
-            str(marker), token): node for node in nodes}
+        refs = {
+            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+                str(marker), token
+            ): node
+            for node in nodes
+        }
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
         blind = [nodes[refs[r]] for r in ready if not ray.get(r)]
         silent = [nodes[refs[r]] for r in refs if r not in ready]
     finally:
         marker.unlink(missing_ok=True)
     if blind:
-        raise XlabError(f"checkpoint storage {storage} is on this node only: {len(blind)} of {len(nodes)} nodes "
-                        f"({', '.join(sorted(blind))}) cannot see it; {fix}")
+        raise XlabError(
+            f"checkpoint storage {storage} is on this node only: {len(blind)} of {len(nodes)} nodes "
+            f"({', '.join(sorted(blind))}) cannot see it; {fix}"
+        )
     if silent:
-        raise XlabError(f"could not check checkpoint storage {storage} on {len(silent)} of {len(nodes)} nodes "
-                        f"({', '.join(sorted(silent))}) within {timeout_s:.0f} s; is the cluster healthy (`ray status`)?")
+        raise XlabError(
+            f"could not check checkpoint storage {storage} on {len(silent)} of {len(nodes)} nodes "
+            f"({', '.join(sorted(silent))}) within {timeout_s:.0f} s; is the cluster healthy (`ray status`)?"
+        )
     _checked.add(key)
 
 
