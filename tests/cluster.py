@@ -69,27 +69,24 @@ class TwoNodeCluster:
     # ------------------------------------------------------------------------------------- start/stop
 
     def start(self) -> TwoNodeCluster:
-        self.head = self._popen(
-            "head",
-            [
-                str(BIN / "ray"),
-                "start",
-                "--head",
-                "--block",
-                f"--port={self.port}",
-                "--node-ip-address=127.0.0.1",
-                f"--dashboard-port={self.dash_port}",
-                "--dashboard-host=127.0.0.1",
-                "--include-dashboard=true",
-                f"--num-cpus={self.cpus}",
-                f"--temp-dir={self.temp_dir}",
-                f"--object-store-memory={self.store}",
-                "--disable-usage-stats",
-                '--resources={"head_node": 1}',
+        for attempt in range(3):  # Ray gives a starting node 30 s to register: too short on a loaded machine
+            self.port, self.dash_port = free_port(), free_port()
+            self.address = f"127.0.0.1:{self.port}"
+            self.dashboard = f"http://127.0.0.1:{self.dash_port}"
+            self.head = self._popen("head", [
+                str(BIN / "ray"), "start", "--head", "--block", f"--port={self.port}",
+                "--node-ip-address=127.0.0.1", f"--dashboard-port={self.dash_port}", "--dashboard-host=127.0.0.1",
+                "--include-dashboard=true", f"--num-cpus={self.cpus}", f"--temp-dir={self.temp_dir}",
+                f"--object-store-memory={self.store}", "--disable-usage-stats", '--resources={"head_node": 1}',
                 *agent_port_args(),
-            ],
-        )
-        wait_http(f"{self.dashboard}/api/version", timeout=120, proc=self.head)
+            ])  # fmt: skip
+            try:
+                wait_http(f"{self.dashboard}/api/version", timeout=120, proc=self.head)
+                break
+            except RuntimeError:
+                stop_tree(self.head)
+                if attempt == 2:
+                    raise RuntimeError(f"the head node did not start: {self.log('head')[-2000:]}") from None
         self.start_worker_node()
         return self
 
