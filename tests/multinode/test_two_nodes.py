@@ -211,4 +211,7 @@ def test_a_submitted_job_trains_on_both_nodes_and_needs_shared_storage(two_nodes
     assert "runtime_resources" in logs  # the submitted code ran
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("grokking").experiment_id])
-    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # the job and its trial
+    # The refused job's run (FAILED, with the storage error), then the job that ran and its trial.
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED", "FINISHED"]
+    (failed,) = [r for r in runs if r.info.status == "FAILED"]
+    assert "is on this node only" in failed.data.tags["xlab.error"]
