@@ -34,7 +34,7 @@ def synthetic_rows(n: int, history: int, image: int, embed_dim: int, seed: int =
         tokens = rng.integers(0, 256, (history, 11)).astype(np.int64)
         rows.append({
             "image": rng.integers(0, 256, (history, image, image, 3), dtype=np.uint8),
-            "pad_mask": pad, "window_tokens": tokens, "tokens": tokens[-1],
+            "pad_mask": pad, "window_tokens": tokens, "token_mask": pad.copy(), "tokens": tokens[-1],
             "action": rng.uniform(-1, 1, 13).astype(np.float32),
             "embedding": rng.normal(size=embed_dim).astype(np.float32),
             "dataset_id": np.int64(i % 2), "episode": np.int64(i // 10), "step": np.int64(i % 10),
@@ -70,8 +70,9 @@ def bare_loop(rows: list[dict], preset: str, overrides: dict, optim, batch: int,
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ray_train(rows: list[dict], args: argparse.Namespace, workers: int, overrides: dict) -> float:
-    """Samples/s (steady state, all workers) of the train_policy job's Ray Train loop."""
+def ray_train(rows: list[dict], args: argparse.Namespace, workers: int, overrides: dict,
+              placement: str = "PACK") -> float:
+    """Samples/s (steady state, all workers) of the train_policy job's Ray Train loop (``placement``: of the workers)."""
     import ray
 
     from jobs import train_policy
@@ -83,14 +84,14 @@ def ray_train(rows: list[dict], args: argparse.Namespace, workers: int, override
         "train.steps": args.warmup + args.steps, "train.batch_size": args.batch * workers,
         "train.num_workers": workers, "train.cpus_per_worker": args.cpus_per_worker,
         "train.threads_per_worker": args.threads, "train.log_every": args.log_every,
-        "train.checkpoint_every": args.warmup + args.steps, "data.shuffle_buffer": 0,
+        "train.checkpoint_every": args.warmup + args.steps, "data.shuffle_buffer": 0, "train.placement": placement,
     })
     out = train_policy.fit_policy(cfg, ds, ["a", "b"], warmup_steps=args.warmup)
     return float(out["metrics"]["train_samples_per_s"])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the run (shared with ``benchmarks/cluster_train.py``)."""
     p.add_argument("--preset", default="rt1x-tiny")
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--history", type=int, default=2)
@@ -100,12 +101,12 @@ def main() -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process/worker")
     p.add_argument("--cpus-per-worker", type=float, default=0.5)
-    p.add_argument("--num-cpus", type=int, default=2)
-    args = p.parse_args()
 
+
+def baseline(args: argparse.Namespace) -> tuple[list[dict], dict, float]:
+    """The synthetic rows, the policy overrides and the bare loop's samples/s (printed)."""
     from jobs import train_policy
     from xlab.policies import build_policy
-    from xlab.runtime import init_ray
 
     overrides = {"image_size": args.image, "history": args.history}
     policy = build_policy(args.preset, **overrides)
@@ -118,6 +119,18 @@ def main() -> None:
           f"history {args.history}, batch {args.batch}/worker, {args.steps} timed steps, {args.threads} thread(s)")
     bare = bare_loop(rows, args.preset, overrides, optim, args.batch, args.steps, args.warmup, args.threads)
     print(f"bare  : {bare:8.1f} samples/s", flush=True)
+    return rows, overrides, bare
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    p.add_argument("--num-cpus", type=int, default=2)
+    args = p.parse_args()
+
+    from xlab.runtime import init_ray
+
+    rows, overrides, bare = baseline(args)
     init_ray(num_cpus=args.num_cpus, object_store_memory=512 * 1024**2, include_dashboard=False)
     results = {}
     for w in (1, 2):

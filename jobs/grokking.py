@@ -154,12 +154,12 @@ def trial(cfg: Config) -> None:
     from xlab.analysis.fourier import model_spectra, plot_spectrum
     from xlab.checkpoint import save_checkpoint
     from xlab.track import Tracker
-    from xlab.train import fit
+    from xlab.train import fit, run_key
     from xlab.train.plots import curves_figure
 
     task, data = build_task(cfg)
     tracker = Tracker()
-    result = fit(task, cfg.train, cfg.optim, seed=cfg.seed, tracker=tracker, name=cfg.data.op)
+    result = fit(task, cfg.train, cfg.optim, seed=cfg.seed, tracker=tracker, name=cfg.data.op, key=run_key(cfg))
     summary = {**result.summary(), **grokking_delay(result.history, cfg.train.grok_thresholds[0])}
     tracker.log_metrics({k: v for k, v in summary.items() if k != "step"}, step=int(summary["step"]))
     tracker.log_dict(result.history, "history.json")

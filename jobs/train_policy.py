@@ -122,7 +122,7 @@ def main(cfg: Config) -> dict:
             "final_step": int(state["step"]), "restarts": int(state.get("restarts", 0)),
             "resumed_from": list(state.get("resumed_from", [])), "seconds": out["seconds"],
             "train/loss": metrics.get("train_loss"), "train/token_acc": metrics.get("train_token_acc"),
-            "checkpoint": out["checkpoint_path"],
+            "checkpoint": out["checkpoint_path"], "worker_nodes": list(state.get("worker_nodes", [])),
         }
         tracker.log_metrics({"final_step": summary["final_step"], "restarts": summary["restarts"],
                              "train_seconds": out["seconds"]})

@@ -22,6 +22,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def agent_port_args() -> list[str]:
+    """``ray start`` flags giving a node's agents free ports: their fixed defaults (52365, ...) collide with any
+    other Ray cluster on the machine, and a job agent that cannot bind leaves the job server answering
+    "No available agent to submit job"."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
     """Wait until ``url`` answers (any HTTP status); fail early if ``proc`` died."""
     deadline = time.monotonic() + timeout

@@ -20,3 +20,14 @@ def check_finite_loss(value: float, step: int, where: str, hint: str = "lower th
 
     if not math.isfinite(value):
         raise NonFiniteLossError(f"{where}: the training loss is {value} at step {step}; {hint}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``xlab stop``, ``ray job stop``, preemption) in a job session: handled like Ctrl-C (runs end
+    KILLED, Ray work stops), and the process exits ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum

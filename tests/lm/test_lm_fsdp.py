@@ -8,7 +8,8 @@ from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from xlab.lm.loop import build_optimizer_and_schedule, train_steps
 from xlab.lm.packing import iter_block_batches
-from xlab.lm.pretrain import ModelSpec, PretrainConfig, _fsdp_kwargs, _load_optimizer, _states
+from xlab.lm.pretrain import ModelSpec, PretrainConfig, _fsdp_kwargs
+from xlab.train.distributed import full_state_dicts, load_optimizer_state
 
 
 def test_fsdp_trains_checkpoints_and_restores(tmp_path):
@@ -24,12 +25,12 @@ def test_fsdp_trains_checkpoints_and_restores(tmp_path):
         blocks = np.tile(np.arange(32, dtype=np.int32) % 7, (16, 1))  # a pattern FSDP must learn
         hist = train_steps(model, iter_block_batches(blocks, 4), cfg, optimizer=opt, scheduler=sched, net=net)
         assert hist[-1]["train/loss"] < hist[0]["train/loss"]
-        model_state, optim_state = _states(net, model, opt, fsdp=True)
+        model_state, optim_state = full_state_dicts(net, model, opt, fsdp=True)
         fresh = spec.build()
         fresh.load_state_dict(model_state)  # full, unsharded names: loads into a plain transformers model
         net2 = FSDP(fresh, device_id=torch.device("cpu"), **_fsdp_kwargs(fresh))
         opt2, _ = build_optimizer_and_schedule(net2, cfg)
-        _load_optimizer(net2, opt2, optim_state, fsdp=True)
+        load_optimizer_state(net2, opt2, optim_state, fsdp=True)
         assert len(opt2.state_dict()["state"]) == len(opt.state_dict()["state"]) > 0
     finally:
         dist.destroy_process_group()

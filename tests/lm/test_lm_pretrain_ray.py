@@ -46,5 +46,5 @@ def test_pretrain_two_workers_then_resume(ray_local, blocks, mlflow_uri, tmp_pat
     assert [e["step"] for e in resumed.evals] == [0, 8, 16, 24]
     assert resumed.evals[-1]["val_loss"] <= first.evals[-1]["val_loss"] + 0.05
     assert resumed.best_step in (16, 24) and resumed.model().config.n_positions == 32
-    with pytest.raises(XlabError, match="no pretraining checkpoint"):
+    with pytest.raises(XlabError, match="no checkpoint at"):
         fit_pretrain(spec, d / "train.npy", {}, cfg, resume_from=tmp_path)

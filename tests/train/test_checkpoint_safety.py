@@ -57,16 +57,13 @@ def test_train_runner_resume_refuses_a_pickled_checkpoint(tmp_path):
     assert not marker.exists()
 
 
-def test_lm_resume_from_refuses_a_pickled_checkpoint(tmp_path, monkeypatch):
-    import ray.train
-
-    from xlab.lm.pretrain import CHECKPOINT_FILE, _read_checkpoint
-
-    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)  # not a restarted worker group
+def test_resume_from_refuses_a_pickled_checkpoint(tmp_path):
+    """``resume_from`` / ``--train.resume DIR`` of every Ray Train trainer reads through the harness."""
+    from xlab.train.distributed import CHECKPOINT_FILE, read_checkpoint
 
     path, marker = evil_checkpoint(tmp_path, CHECKPOINT_FILE)
     with pytest.raises(XlabError, match="refusing to load"):
-        _read_checkpoint({"resume_from": str(tmp_path)})
+        read_checkpoint(tmp_path)
     assert not marker.exists()
 
 

@@ -192,11 +192,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"xlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("xlab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM in a job (xlab.errors.Terminated): runs ended KILLED
+        print(f"xlab: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)
 
 
 def job_entry(job: str) -> None:
     """``python -m jobs.NAME ARGS`` == ``xlab run NAME ARGS``."""
+    if os.environ.get("XLAB_SUBMITTED") == "1":  # say which code runs (xlab submit ships it; see xlab.cli.submit)
+        import xlab
+
+        print(f"[xlab] submitted job {job}: xlab from {Path(xlab.__file__).parent}", flush=True)
     sys.exit(main(["run", job, *sys.argv[1:]]))

@@ -1,8 +1,14 @@
 """Submit jobs to a Ray cluster with the Job Submission SDK, and follow them.
 
-The project directory is shipped as ``working_dir`` and the ``xlab`` package as a ``py_modules``
-entry, so a cluster without the project installed can run ``python -m jobs.NAME`` (it still needs the
-dependencies: see ``cluster.yaml``'s setup commands).
+What ships: the project directory as ``working_dir`` (``jobs/``, ``robots/``, ``platform/xlab`` with
+all its subpackages and data files), minus the ``EXCLUDES`` below and ``.gitignore``'d files; the job
+gets ``PYTHONPATH=platform`` (relative to its copy of the project), so **the code you submitted is
+what runs**, even on a cluster where xlab is installed (the cluster's install only provides the
+dependencies; see ``cluster.yaml``). Excludes are anchored (``/data``): Ray matches them, gitignore
+style, against every path of the package, and a bare ``data`` would also drop ``platform/xlab/data``.
+
+The job server answers 5xx for a while after ``ray start`` ("No available agent to submit job"):
+every call is retried with backoff for up to ``RETRY_S`` seconds, then a one-line error.
 """
 
 from __future__ import annotations
@@ -11,26 +17,33 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from xlab.cli.registry import parse_job_config, project_root
 from xlab.errors import XlabError
 from xlab.runtime import check_reachable, ensure_auth_mode
 
+T = TypeVar("T")
+
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-# Never uploaded: local stores, caches and run outputs (Ray already skips .git, .venv and .gitignored files).
+RETRY_S = 60.0
+# Never uploaded: local stores, caches and run outputs at the project root (Ray already skips .git, .venv
+# and .gitignored files). Anchored with "/": unanchored names match at any depth.
 EXCLUDES = [
-    "mlruns",
-    "mlflow.db",
-    "mlflow.db-journal",
-    "ray_results",
-    "outputs",
-    "data",
-    "**/__pycache__",
+    "/data",
+    "/mlruns",
+    "/mlflow.db",
+    "/mlflow.db-journal",
+    "/ray_results",
+    "/outputs",
+    "/logs",
+    "__pycache__/",
     "*.pyc",
-    ".pytest_cache",
-    ".ruff_cache",
+    ".pytest_cache/",
+    ".ruff_cache/",
     # Secrets (also in .gitignore): a Ray token, API keys or TLS keys in the project never reach the cluster.
     "*.token",
     ".env",
@@ -38,6 +51,8 @@ EXCLUDES = [
     "*.pem",
     "*.key",
 ]
+_TRANSIENT = ("status code 500", "status code 502", "status code 503", "status code 504", "No available agent",
+              "try again", "Failed to connect", "Connection refused", "Connection reset", "Max retries exceeded")
 
 
 def default_address() -> str:
@@ -64,9 +79,55 @@ def client(address: str):
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(address)
+        return retrying(lambda: JobSubmissionClient(address), address)
+    except XlabError:
+        raise
     except Exception as e:  # the SDK wraps auth and version errors in several exception types
-        raise XlabError(f"cannot connect to the Ray job server at {address}: {e}") from None
+        raise XlabError(f"cannot connect to the Ray job server at {address}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def is_transient(e: BaseException) -> bool:
+    """A job-server error that goes away by itself (server starting, agent not yet up, connection hiccup)."""
+    return isinstance(e, ConnectionError | TimeoutError) or any(t in str(e) for t in _TRANSIENT)
+
+
+def retrying(call: Callable[[], T], address: str, budget_s: float = RETRY_S, first_delay_s: float = 0.5) -> T:
+    """``call()``, retried with exponential backoff while it fails with a transient error, for up to ``budget_s``;
+    then a one-line :class:`XlabError`. Other errors are raised as they are."""
+    start, delay, told = time.monotonic(), first_delay_s, False
+    while True:
+        try:
+            return call()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            waited = time.monotonic() - start
+            if waited + delay > budget_s:
+                raise XlabError(f"the Ray job server at {address} kept failing for {waited:.0f} s: {_first_line(e)}; "
+                                "check the cluster with `ray status` and its dashboard log") from None
+            if not told:
+                print(f"[xlab] the job server is not ready ({_first_line(e)[:120]}); retrying for up to "
+                      f"{budget_s:.0f} s", file=sys.stderr, flush=True)
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+def _job_call(call: Callable[[], T], submission_id: str, address: str) -> T:
+    """A job-server call about one job: retried while transient; an unknown id is a one-line error."""
+    try:
+        return retrying(call, address)
+    except RuntimeError as e:
+        if "404" in str(e) or "does not exist" in str(e) or "not found" in str(e).lower():
+            raise XlabError(f"no job {submission_id!r} on {address} (list them with "
+                            f"`RAY_AUTH_MODE=token ray job list --address {address}`)") from None
+        raise XlabError(f"the Ray job server at {address} refused the request for {submission_id}: "
+                        f"{_first_line(e)}") from None
 
 
 def job_env(address: str) -> dict[str, str]:
@@ -92,50 +153,58 @@ def job_env(address: str) -> dict[str, str]:
     return env
 
 
+def runtime_env(root: Path, address: str) -> dict[str, Any]:
+    """The runtime env of a submission: the project as working_dir (minus ``EXCLUDES``), ``platform/`` first on the path."""
+    return {
+        "working_dir": str(root),
+        "excludes": list(EXCLUDES),
+        # Relative to the job's copy of the project (Ray starts every process there): the submitted
+        # platform/xlab is imported before any xlab installed on the cluster.
+        "env_vars": {**job_env(address), "PYTHONPATH": "platform", "XLAB_SUBMITTED": "1"},
+    }
+
+
 def submit(job: str, argv: list[str], address: str, wait: bool = False, wait_timeout: float = 24 * 3600.0) -> str:
     """Submit ``python -m jobs.JOB ARGV`` to the cluster at ``address``; returns the submission id.
 
     ``wait``: block until the job ends, at most ``wait_timeout`` seconds (then a one-line XlabError; the job
-    keeps running)."""
+    keeps running), and print its final status."""
     if wait and not wait_timeout > 0:
         raise XlabError(f"--wait-timeout must be > 0 seconds, got {wait_timeout}")
     parse_job_config(job, argv)  # reject a bad job, preset or override here, not minutes later on the cluster
     c = client(address)
-    root = project_root()
     entrypoint = " ".join(["python", "-m", f"jobs.{job}", *map(shlex.quote, argv)])
-    runtime_env = {
-        "working_dir": str(root),
-        "py_modules": [str(Path(root, "platform", "xlab"))],
-        "excludes": EXCLUDES,
-        "env_vars": job_env(address),
-    }
-    submission_id = c.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, metadata={"xlab.job": job})
-    print(submission_id)
+    env = runtime_env(project_root(), address)
+    try:
+        submission_id = retrying(
+            lambda: c.submit_job(entrypoint=entrypoint, runtime_env=env, metadata={"xlab.job": job}), address)
+    except (RuntimeError, ValueError) as e:  # e.g. the package is over Ray's upload limit
+        raise XlabError(f"the Ray job server at {address} refused the job: {_first_line(e)}") from None
+    print(submission_id, flush=True)
     print(
         f"[xlab] submitted {job} to {address}; follow it with `xlab status {submission_id}`, "
         f"`xlab logs {submission_id} --follow`, stop it with `xlab stop {submission_id}`",
         file=sys.stderr,
     )
     if wait:
-        status = wait_for(submission_id, address, timeout=wait_timeout)
-        if status != "SUCCEEDED":
-            raise XlabError(f"job {submission_id} ended {status}; see `xlab logs {submission_id}`")
+        final = wait_for(submission_id, address, timeout=wait_timeout)
+        if final != "SUCCEEDED":
+            raise XlabError(f"job {submission_id} ended {final}; see `xlab logs {submission_id}`")
+        print(final, flush=True)
     return submission_id
 
 
 def status(submission_id: str, address: str) -> str:
     c = client(address)
-    try:
-        return str(c.get_job_status(submission_id).value)
-    except RuntimeError as e:
-        raise XlabError(f"no job {submission_id!r} on {address}: {e}") from None
+    return str(_job_call(lambda: c.get_job_status(submission_id), submission_id, address).value)
 
 
 def logs(submission_id: str, address: str, follow: bool = False) -> None:
     c = client(address)
     if not follow:
-        print(c.get_job_logs(submission_id), end="")
+        print(_job_call(lambda: c.get_job_logs(submission_id), submission_id, address), end="")
         return
+    _job_call(lambda: c.get_job_status(submission_id), submission_id, address)  # an unknown id: one line
     import asyncio
 
     async def tail() -> None:
@@ -146,7 +215,9 @@ def logs(submission_id: str, address: str, follow: bool = False) -> None:
 
 
 def stop(submission_id: str, address: str) -> bool:
-    return bool(client(address).stop_job(submission_id))
+    c = client(address)
+    _job_call(lambda: c.get_job_status(submission_id), submission_id, address)  # an unknown id: one line
+    return bool(_job_call(lambda: c.stop_job(submission_id), submission_id, address))
 
 
 def wait_for(submission_id: str, address: str, timeout: float | None = None, poll: float = 2.0) -> str:
@@ -154,7 +225,7 @@ def wait_for(submission_id: str, address: str, timeout: float | None = None, pol
     c = client(address)
     start = time.monotonic()
     while True:
-        state = str(c.get_job_status(submission_id).value)
+        state = str(_job_call(lambda: c.get_job_status(submission_id), submission_id, address).value)
         if state in TERMINAL:
             return state
         if timeout is not None and time.monotonic() - start > timeout:

@@ -2,16 +2,18 @@
 
 The library half of ``jobs/train_policy.py`` (and of ``jobs/cross_embodiment.py``, which trains one
 policy per mixture weight). :func:`build_dataset` makes the Ray Data mixture of tokenized windows
-(:func:`xlab.data.rlds.read_rlds_windows`); :func:`fit_policy` hands it to a ``TorchTrainer`` as
-``datasets={"train": ...}``. Each worker (:func:`train_worker`) streams its shard
-(``ray.train.get_dataset_shard`` + :func:`~xlab.data.rlds.iter_torch_window_batches`), trains the
-policy wrapped by ``ray.train.torch.prepare_model`` (DDP; gloo on CPU, NCCL on GPU) for
-``train.steps`` optimizer steps (looping over epochs), and every ``train.log_every`` steps logs
-loss, token accuracy and token accuracy per dataset (averaged over all workers) to MLflow from rank 0.
-Every ``train.checkpoint_every`` steps rank 0 checkpoints policy + optimizer + step through
-``ray.train.report``; after a worker failure (``train.max_failures``) the worker group restarts from
-the latest checkpoint and continues at its step (Ray Train registers a checkpoint when its controller
-next polls the workers, every 2 s: a crash within that window falls back one checkpoint more).
+(:func:`xlab.data.rlds.read_rlds_windows`); :func:`fit_policy` hands it to the Ray Train harness
+(:func:`xlab.train.distributed.launch`) as ``datasets={"train": ...}``. Each worker
+(:func:`train_worker`) streams its shard (``ray.train.get_dataset_shard`` +
+:func:`~xlab.data.rlds.iter_torch_window_batches`), trains the policy wrapped for DDP (gloo on CPU,
+NCCL on GPU) or FSDP for ``train.steps`` optimizer steps (looping over epochs), and every
+``train.log_every`` steps logs loss, token accuracy and token accuracy per dataset (averaged over all
+workers) to MLflow from rank 0. Every ``train.checkpoint_every`` steps the harness checkpoints policy,
+optimizer, step and data position (epoch, batches of it trained on); after a worker or node failure
+(``train.max_failures``) the worker group restarts from the latest checkpoint and continues at its
+step and data position (Ray Train registers a checkpoint when its controller next polls the workers,
+every 2 s: a crash within that window falls back one checkpoint more); ``--train.resume auto``
+continues after the driver died.
 
     from xlab.policies.training import PolicyTrainConfig, build_dataset, fit_policy
     ds, names, dirs = build_dataset(cfg.data, policy.config, seed=cfg.seed)
@@ -22,19 +24,19 @@ next polls the workers, every 2 s: a crash within that window falls back one che
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from xlab.config import check, check_max_failures
+from xlab.config import check
 from xlab.data.rlds.complete import check_complete
 from xlab.data.rlds.schema import RLDSError
-from xlab.errors import NonFiniteLossError, XlabError
+from xlab.errors import XlabError
+from xlab.train.distributed import CHECKPOINT_FILE, WorkerContext, launch
+from xlab.train.scale import ScaleConfig, run_key
 
-CHECKPOINT_FILE = "policy_state.pt"
+__all__ = ["CHECKPOINT_FILE", "DataConfig", "PolicyConfig", "PolicyTrainConfig", "RegistryConfig", "build_dataset",
+           "check_dataset_dirs", "dataset_names", "fit_policy", "lr_factor", "train_worker"]
 
 @dataclasses.dataclass
 class DataConfig:
@@ -109,7 +111,10 @@ class PolicyConfig:
 
 
 @dataclasses.dataclass
-class PolicyTrainConfig:
+class PolicyTrainConfig(ScaleConfig):
+    """Steps, batch, schedule and evaluation of policy training; workers, checkpoints and resume from
+    :class:`~xlab.train.scale.ScaleConfig` (other defaults below)."""
+
     steps: int = 300
     """Optimizer steps in total (the loop runs over epochs of the mixture until it reaches them)."""
     batch_size: int = 16
@@ -120,17 +125,10 @@ class PolicyTrainConfig:
     """CPUs reserved per worker; leave some for the Ray Data read tasks."""
     threads_per_worker: int = 1
     """torch intra-op threads per worker (0: torch's default)."""
-    use_gpu: bool = False
-    parallel_strategy: str = "ddp"
-    """ddp, or fsdp (FSDP1 through ray.train.torch.prepare_model; for large policies on GPUs)."""
     log_every: int = 10
     """Report (and log) metrics every this many steps."""
     checkpoint_every: int = 50
     """Checkpoint every this many steps (a restarted worker group loses at most this many)."""
-    max_failures: int = 2
-    """Worker-group restarts allowed after a worker or node failure (Ray Train FailureConfig)."""
-    storage: str = ""
-    """Where Ray Train keeps checkpoints (default: $XLAB_STORAGE_PATH or ./ray_results; shared on clusters)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
     lr_schedule: str = "constant"
@@ -151,26 +149,23 @@ class PolicyTrainConfig:
     """How action chunks are executed in those evaluations: ensemble, open-loop or first."""
     eval_cpus: float = 1.0
     """CPUs each evaluation task reserves (below 1 on a laptop, where the workers and Ray Data hold the rest)."""
-    inject_failure_at: int = 0
-    """Fault-tolerance check: the last rank exits abruptly at this step, once per run (0: never)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}")
-        check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
         check(self.batch_size >= self.num_workers, "train.batch_size",
               f"must be >= train.num_workers ({self.num_workers}), got {self.batch_size}")
         check(self.log_every >= 1, "train.log_every", f"must be >= 1, got {self.log_every}")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        check_max_failures(self.max_failures)
-        check(self.parallel_strategy in ("ddp", "fsdp"), "train.parallel_strategy",
-              f"must be ddp or fsdp, got {self.parallel_strategy!r}")
-        check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
         check(self.lr_schedule in ("constant", "cosine"), "train.lr_schedule",
               f"must be constant or cosine, got {self.lr_schedule!r}")
         check(self.warmup_steps >= 0 and self.augment_shift >= 0 and self.eval_every >= 0, "train",
               "warmup_steps, augment_shift and eval_every must be >= 0")
         check(not self.eval_every or self.eval_tasks, "train.eval_tasks",
               "name the env ids to evaluate when train.eval_every > 0")
+        check(not (self.eval_every and self.parallel_strategy == "fsdp"), "train.eval_every",
+              "evaluation during training copies rank 0's weights, which FSDP shards: use ddp, or evaluate after "
+              "training (xlab run eval_policy)")
         check(self.eval_episodes >= 1, "train.eval_episodes", f"must be >= 1, got {self.eval_episodes}")
         check(self.eval_cpus > 0, "train.eval_cpus", f"must be > 0, got {self.eval_cpus}")
         check(self.eval_execution in ("ensemble", "open-loop", "first"), "train.eval_execution",
@@ -287,34 +282,25 @@ def _loss_module(policy: Any) -> Any:
     return PolicyLoss(policy)
 
 
-def _failure_marker(run_name: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"xlab-train-policy-{run_name}.failed-once"
-
-
-def train_worker(config: dict[str, Any]) -> None:
-    """Body of every Ray Train worker (see module docstring)."""
+def train_worker(ctx: WorkerContext, config: dict[str, Any]) -> None:
+    """Body of every Ray Train worker (see module docstring); the harness gives rank, device, checkpoints."""
     import ray.train
-    import ray.train.torch
     import torch
-    import torch.distributed as dist
 
     from xlab.data.rlds import iter_torch_window_batches
     from xlab.data.rlds.windows import STATE_COLUMNS, TENSOR_COLUMNS
     from xlab.optim import build_optimizer
     from xlab.policies import build_policy
     from xlab.policies.augment import random_shift
-    from xlab.track import Tracker
 
     tc: PolicyTrainConfig = config["train"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if tc.threads_per_worker:
-        torch.set_num_threads(tc.threads_per_worker)
-    _quiet_reports()
+    rank, world, device = ctx.rank, ctx.world_size, ctx.device
     torch.manual_seed(config["seed"])  # same init on every rank (DDP also broadcasts rank 0's weights)
     policy = build_policy(config["policy_preset"], **config["policy_overrides"])
-    device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(_loss_module(policy), parallel_strategy=tc.parallel_strategy)
+    state = ctx.restored
+    if state is not None:  # full (unsharded) weights: loaded before wrapping, DDP or FSDP
+        policy.load_state_dict(state["policy"])
+    model = ctx.wrap(_loss_module(policy))
     optimizer = build_optimizer(config["optim"], model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
     sim_eval = None
@@ -325,29 +311,16 @@ def train_worker(config: dict[str, Any]) -> None:
                                 config["seed"], tc.eval_cpus, encoder=config.get("instruction_encoder"))
     shift_rng = torch.Generator().manual_seed(config["seed"] * 7919 + rank)
 
-    step, resumed_from, restarts = 0, [], 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=True)
-        policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, resumed_from = int(state["step"]), list(state.get("resumed_from", [])) + [int(state["step"])]
-        restarts = int(state.get("restarts", 0)) + 1
+    # Where the data stood at the checkpoint: the epoch and the batches of it already trained on.
+    step, epoch, skip = ctx.start_step, 0, 0
+    if state is not None:
+        ctx.load_optimizer(model, optimizer, state["optimizer"])
+        epoch, skip = int(state.get("epoch", 0)), int(state.get("epoch_batches", 0))
         scheduler.last_epoch = step  # the schedule continues where the checkpoint was taken
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
             group["lr"] = base * lr_factor(tc)(step)
         if sim_eval is not None:
             sim_eval.restore(state.get("best_sim"))
-    tracker = None
-    if config["run_id"]:
-        import mlflow
-
-        mlflow.set_tracking_uri(config["tracking_uri"])
-        tracker = Tracker(config["run_id"], enabled=rank == 0)
-        if ckpt is not None and rank == 0:
-            tracker.log_metrics({"train/resumed_from_step": step}, step)
-            print(f"[train_policy] worker group restarted: resuming at step {step}", flush=True)
 
     names: list[str] = config["dataset_names"]
     n_ds = len(names)
@@ -358,7 +331,6 @@ def train_worker(config: dict[str, Any]) -> None:
     acc = torch.zeros(3 + 2 * n_ds, dtype=torch.float64)
     token_acc, token_acc_batches = torch.zeros(11, dtype=torch.float64), 0
     samples_seen, t_start, t_steady, steady_step = 0, time.perf_counter(), None, None
-    epoch = 0
     model.train()
     while step < tc.steps:
         batches = 0
@@ -368,13 +340,14 @@ def train_worker(config: dict[str, Any]) -> None:
             local_shuffle_seed=config["seed"] * 1000 + epoch * 10 + rank if config["shuffle_buffer"] else None,
         ):
             batches += 1
+            if batches <= skip:  # trained on before the restart: the data position of the checkpoint
+                continue
             if tc.augment_shift:
                 batch["image"] = random_shift(batch["image"], tc.augment_shift, shift_rng)
             batch = {k: v.to(device) for k, v in batch.items()}
             loss, metrics = model(batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"rank {rank}: the training loss is {loss.item()} at step {step + 1}; "
-                                         "lower optim.lr or raise train.grad_clip (no policy is registered)")
+            loss_value = float(loss.detach())
+            ctx.check_loss(loss_value, step + 1, "lower optim.lr or raise train.grad_clip (no policy is registered)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
@@ -388,29 +361,17 @@ def train_worker(config: dict[str, Any]) -> None:
             samples_seen += n
             per_sample = metrics["token_acc_per_sample"].detach().double().cpu()
             ids = batch["dataset_id"].long().cpu()
-            acc[0] += float(loss.detach()) * n
+            acc[0] += loss_value * n
             acc[1] += n
             acc[2] += float(per_sample.sum())
             acc[3:3 + n_ds] += torch.bincount(ids, weights=per_sample, minlength=n_ds)[:n_ds]
             acc[3 + n_ds:] += torch.bincount(ids, minlength=n_ds)[:n_ds].double()
-            if t_steady is None and step - (resumed_from[-1] if resumed_from else 0) >= config["warmup_steps"]:
+            if t_steady is None and step - ctx.start_step >= config["warmup_steps"]:
                 t_steady, steady_step, samples_at_steady = time.perf_counter(), step, samples_seen
-
-            if tc.inject_failure_at and step == tc.inject_failure_at and rank == world - 1:
-                marker = _failure_marker(config["run_name"])
-                if not marker.exists():
-                    marker.touch()
-                    # Ray Train's controller collects reported checkpoints when it polls the workers
-                    # (every $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s): a crash sooner after a report
-                    # loses that checkpoint too. Wait two polls, like a crash well after the checkpoint.
-                    time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)) + 1)
-                    print(f"[train_policy] rank {rank}: injected failure at step {step}", flush=True)
-                    os._exit(1)
+            ctx.maybe_fail(step)
 
             if step % tc.log_every == 0 or step == tc.steps or step % tc.checkpoint_every == 0:
-                total = acc.clone()
-                if dist.is_available() and dist.is_initialized():
-                    dist.all_reduce(total)  # metrics over the global batch, not rank 0's share
+                total = ctx.all_reduce(acc.clone())  # metrics over the global batch, not rank 0's share
                 acc.zero_()
                 row = {"train/loss": total[0].item() / max(total[1].item(), 1),
                        "train/token_acc": total[2].item() / max(total[1].item(), 1),
@@ -427,8 +388,7 @@ def train_worker(config: dict[str, Any]) -> None:
                 if t_steady is not None and step > steady_step:
                     row["train/samples_per_s"] = (samples_seen - samples_at_steady) * world / (
                         time.perf_counter() - t_steady)
-                if tracker is not None:
-                    tracker.log_metrics(row, step)
+                ctx.log(row, step)
                 if rank == 0 and (step % (tc.log_every * 5) == 0 or step == tc.steps):
                     shown = "  ".join(f"{k.split('/', 1)[1]} {v:.3g}" for k, v in row.items()
                                       if k in ("train/loss", "train/token_acc", "train/token_acc/world_vector"))
@@ -437,8 +397,7 @@ def train_worker(config: dict[str, Any]) -> None:
                 if step % tc.eval_every == 0 or step == tc.steps:
                     sim_eval.submit(step, policy)
                 for done_step, success in sim_eval.poll(wait=step == tc.steps):
-                    if tracker is not None:
-                        tracker.log_metrics(success, done_step)
+                    ctx.log(success, done_step)
                     per_task = "  ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in success.items()
                                          if k.startswith("sim/success/"))
                     print(f"[train_policy] step {done_step}: success in simulation {success['sim/success']:.2f} "
@@ -447,42 +406,24 @@ def train_worker(config: dict[str, Any]) -> None:
             # (10x the step time of a small policy), so metrics go to MLflow directly above and Ray Train
             # only hears about checkpoints (with the metrics of that step).
             if step % tc.checkpoint_every == 0 or step == tc.steps:
-                report = {k.replace("/", "_"): v for k, v in row.items()} | {"step": step, "restarts": restarts}
-                with tempfile.TemporaryDirectory() as d:
-                    if rank == 0:
-                        state = {
-                            "policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "resumed_from": resumed_from, "restarts": restarts,
-                            "policy_preset": config["policy_preset"],
-                            "policy_overrides": config["policy_overrides"],
-                            "seconds": time.perf_counter() - t_start,
-                        }
-                        if sim_eval is not None:
-                            state["best_sim"] = sim_eval.best
-                        torch.save(state, Path(d) / CHECKPOINT_FILE)
-                        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
-                    else:
-                        ray.train.report(report, checkpoint=None)
+                policy_state, optim_state = ctx.full_state(model, policy, optimizer, prefix="policy.")
+                state = {
+                    "policy": policy_state, "optimizer": optim_state, "step": step,
+                    "epoch": epoch, "epoch_batches": batches,
+                    "policy_preset": config["policy_preset"], "policy_overrides": config["policy_overrides"],
+                    "seconds": time.perf_counter() - t_start,
+                }
+                if sim_eval is not None:
+                    state["best_sim"] = sim_eval.best
+                ctx.save(state, {**row, "step": step, "restarts": ctx.restarts})
             if step >= tc.steps:
                 break
         if batches == 0:
-            raise RuntimeError(
-                f"rank {rank}: an epoch of the training data gave no batch of {per_worker}; "
-                "the datasets are too small for train.batch_size / train.num_workers"
+            raise XlabError(
+                f"bad config value for train.batch_size: rank {rank} got no batch of {per_worker} in an epoch of "
+                "the training data; the datasets are too small for train.batch_size / train.num_workers"
             )
-        epoch += 1
-
-
-def _quiet_reports() -> None:
-    """Ray Train logs each report call at INFO from every rank; our progress lines say enough."""
-    import logging
-
-    try:
-        from ray.train.v2._internal.execution import context
-
-        logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    except ImportError:
-        pass
+        epoch, skip = epoch + 1, 0
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -496,45 +437,24 @@ def fit_policy(
     tracking_uri: str | None = None,
     warmup_steps: int = 5,
 ) -> dict[str, Any]:
-    """Run the ``TorchTrainer`` on dataset ``ds``; returns the final checkpoint state and the last metrics.
+    """Train on dataset ``ds`` with the Ray Train harness; returns the final checkpoint state and the last metrics.
 
     ``cfg`` is a job config with ``data``, ``policy`` (:class:`PolicyConfig`), ``optim``, ``train``
-    (:class:`PolicyTrainConfig`) and ``seed``.
+    (:class:`PolicyTrainConfig`) and ``seed``; ``--train.resume auto`` continues the latest run of the
+    same config found in storage.
     """
-    import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-
     from xlab.policies.encoder import encoder_record
-    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
-    from xlab.tune.sweep import storage_path
 
     tc = cfg.train
-    run_name = f"train_policy-{uuid.uuid4().hex[:8]}"  # a reused (storage, name) would resume an old run
-    storage = str(Path(tc.storage).resolve()) if tc.storage and "://" not in tc.storage else (tc.storage or storage_path())
-    trainer = TorchTrainer(
+    out = launch(
         train_worker,
-        train_loop_config={
+        {
             "train": tc, "optim": cfg.optim, "seed": cfg.seed,
             "policy_preset": cfg.policy.preset, "policy_overrides": cfg.policy.overrides(),
             "dataset_names": dataset_names_, "shuffle_buffer": cfg.data.shuffle_buffer,
-            "run_id": run_id, "tracking_uri": tracking_uri, "run_name": run_name, "warmup_steps": warmup_steps,
-            "instruction_encoder": encoder_record(cfg.data.embedding_backend)["name"],
+            "warmup_steps": warmup_steps, "instruction_encoder": encoder_record(cfg.data.embedding_backend)["name"],
         },
-        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
-                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
-        run_config=RunConfig(
-            name=run_name, storage_path=storage,
-            failure_config=FailureConfig(max_failures=tc.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-        datasets={"train": ds},
+        tc, name="train_policy", key=run_key(cfg), datasets={"train": ds}, run_id=run_id, tracking_uri=tracking_uri,
     )
-    t0 = time.perf_counter()
-    try:
-        result = trainer.fit()
-    finally:
-        _failure_marker(run_name).unlink(missing_ok=True)
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    return {"state": state, "metrics": dict(result.metrics or {}), "seconds": time.perf_counter() - t0,
-            "checkpoint_path": result.checkpoint.path, "storage": storage, "run_name": run_name}
+    return {"state": out.state, "metrics": out.metrics, "seconds": out.seconds,
+            "checkpoint_path": out.checkpoint_path, "storage": out.storage, "run_name": out.run_name}

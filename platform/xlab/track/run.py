@@ -3,8 +3,9 @@
 ``job_run`` opens the run of one job invocation: named ``{job}__{preset}__s{seed}__{time}``, with the
 resolved config as params and ``config.json``, and git commit, package versions and host as tags.
 ``child_run`` opens a trial's run nested under a parent (from any process, e.g. a Ray Tune trial).
-A run whose body raises ends FAILED (KILLED on Ctrl-C) with the error attached as tag and
-``error.txt``. ``Tracker`` logs only from rank 0 of a distributed run.
+A run whose body raises ends FAILED (KILLED on Ctrl-C or SIGTERM, with its still-open nested trial
+runs) with the error attached as tag and ``error.txt``; a tracking store that fails while this is
+recorded prints a warning and never hides the error. ``Tracker`` logs only from rank 0 of a distributed run.
 
     with job_run("adopt_toy", cfg) as run:
         Tracker().log_metrics({"loss": 0.1}, step=10)
@@ -66,22 +67,67 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def _warn(what: str, e: BaseException) -> None:
+    import sys
+
+    print(f"[xlab] warning: {what}: {type(e).__name__}: {str(e).strip()[:300]}", file=sys.stderr, flush=True)
+
+
 def _record_failure(run_id: str, status: str) -> None:
-    """Attach the exception being handled to the run and end the run with ``status``."""
+    """Attach the exception being handled to the run and end the run with ``status``.
+
+    Never raises: a tracking store that fails now (server gone, disk full) must not replace the error
+    that is being recorded, which the caller re-raises.
+    """
     import sys
 
     import mlflow
 
     e = sys.exc_info()[1]
-    client = mlflow.MlflowClient()
-    client.set_tag(run_id, "xlab.error", f"{type(e).__name__}: {e}"[:4900])
-    client.log_text(run_id, traceback.format_exc(), "error.txt")
-    mlflow.end_run(status=status)
+    try:
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, "xlab.error", f"{type(e).__name__}: {e}"[:4900])
+        client.log_text(run_id, traceback.format_exc(), "error.txt")
+    except Exception as record_error:
+        _warn(f"could not attach the error to MLflow run {run_id}", record_error)
+    _end(run_id, status)
+
+
+def _end(run_id: str, status: str) -> None:
+    """End the active run with ``status``; never raises (see :func:`_record_failure`)."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status=status)
+    except Exception as end_error:
+        _warn(f"could not end MLflow run {run_id} as {status}", end_error)
+
+
+def end_open_children(run_id: str, status: str = "KILLED") -> int:
+    """End the still-RUNNING runs nested under ``run_id`` (trials whose processes were stopped); never raises."""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient()
+        exp = client.get_run(run_id).info.experiment_id
+        open_children = client.search_runs(
+            [exp], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'")
+        for child in open_children:
+            client.set_tag(child.info.run_id, "xlab.ended_by", "parent run ended")
+            client.set_terminated(child.info.run_id, status=status)
+        return len(open_children)
+    except Exception as e:
+        _warn(f"could not end the nested runs of {run_id}", e)
+        return 0
 
 
 @contextlib.contextmanager
-def _ending(run_id: str) -> Iterator[None]:
-    """End the active run with the right status; attach the error of a failing body."""
+def _ending(run_id: str, parent: bool = False) -> Iterator[None]:
+    """End the active run with the right status; attach the error of a failing body.
+
+    A failure ends it FAILED; Ctrl-C or SIGTERM (:class:`~xlab.errors.Terminated`) KILLED, and for a
+    job's run (``parent``) its still-open nested trial runs KILLED too.
+    """
     import mlflow
 
     try:
@@ -91,11 +137,21 @@ def _ending(run_id: str) -> Iterator[None]:
             _record_failure(run_id, "FAILED")
             raise
         # Ray Tune stops a function trial (e.g. an ASHA decision) by raising SystemExit(0) in it.
-        mlflow.MlflowClient().set_tag(run_id, "xlab.early_stopped", "true")
-        mlflow.end_run(status="KILLED")
+        try:
+            mlflow.MlflowClient().set_tag(run_id, "xlab.early_stopped", "true")
+        except Exception as tag_error:
+            _warn(f"could not tag MLflow run {run_id}", tag_error)
+        _end(run_id, "KILLED")
         raise
-    except BaseException as e:
-        _record_failure(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM in a job session (xlab.errors.Terminated)
+        if parent:
+            end_open_children(run_id, "KILLED")
+        _record_failure(run_id, "KILLED")
+        raise
+    except BaseException:
+        if parent:
+            end_open_children(run_id, "KILLED")  # the trials did not fail: their job stopped them
+        _record_failure(run_id, "FAILED")
         raise
     else:
         mlflow.end_run()
@@ -118,7 +174,7 @@ def job_run(
     seed = getattr(cfg, "seed", 0)
     all_tags = {"xlab.job": job, "xlab.preset": preset, **environment_tags(), **(tags or {})}
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(job, preset, seed), tags=all_tags)
-    with _ending(run.info.run_id):
+    with _ending(run.info.run_id, parent=True):
         if cfg is not None:
             params = redact(_config.flatten(cfg))  # no credentials of a tracking URI in params or config.json
             mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()})

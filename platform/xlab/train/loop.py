@@ -5,7 +5,8 @@ from :mod:`xlab.optim`, optional pruning masks that stay applied, evaluation eve
 steps (accuracy, loss, and the task's evaluation hooks such as Fourier progress measures), logging
 through a reporter, checkpoints every ``checkpoint_every`` steps, and resume from a checkpoint.
 :func:`xlab.train.fit` runs it here; :func:`xlab.train.fit_ray` runs the same function in every
-worker of a Ray Train ``TorchTrainer`` (data parallel: each worker holds a shard of every batch).
+worker of the Ray Train harness (:mod:`xlab.train.distributed`; data parallel: each worker holds a
+shard of every batch).
 
     task = Task("add", x_tr, y_tr, x_te, y_te, model_fn=partial(build_model, "grok-transformer"))
     result = fit(task, TrainConfig(steps=5000), OptimConfig(name="adamw", weight_decay=1.0), seed=0)
@@ -24,15 +25,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xlab.config import check, check_max_failures
+from xlab.config import check
 from xlab.errors import check_finite_loss
 from xlab.optim import OptimConfig, build_optimizer
 from xlab.prune.masks import apply_masks
+from xlab.train.scale import ScaleConfig
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """How long and how to train, evaluate, checkpoint and scale."""
+class TrainConfig(ScaleConfig):
+    """How long and how to train and evaluate; how to scale and checkpoint (:class:`ScaleConfig`)."""
 
     steps: int = 10_000
     """Optimizer steps."""
@@ -41,7 +43,7 @@ class TrainConfig:
     eval_every: int = 100
     """Steps between evaluations (metrics are logged at each)."""
     checkpoint_every: int = 0
-    """Steps between checkpoints; 0 = only at the end."""
+    """Steps between checkpoints (at evaluation steps); 0 = only at the end."""
     grok_thresholds: tuple[float, ...] = (0.95, 0.99)
     """Test accuracies whose first crossing step is reported as steps_to_<t>."""
     stop_after_grok: int = -1
@@ -52,21 +54,14 @@ class TrainConfig:
     """Cross-entropy in float64: float32 log-softmax underflows near convergence (loss spikes)."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this (0 = off)."""
-    num_workers: int = 1
-    """Ray Train workers (data parallel); 1 trains in this process."""
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    """CPUs each Ray Train worker reserves (fractions let 2 workers and a Tune trial share 2 cores)."""
-    max_failures: int = 2
-    """Worker-group restarts from the last checkpoint after a worker or node dies (Ray Train)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.steps > 0, "train.steps", f"must be > 0, got {self.steps}")
         check(self.eval_every > 0, "train.eval_every", f"must be > 0, got {self.eval_every}")
         check(self.batch_size >= 0, "train.batch_size", f"must be >= 0 (0 = full batch), got {self.batch_size}")
-        check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
-        check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
-        check_max_failures(self.max_failures)
+        check(self.parallel_strategy == "ddp", "train.parallel_strategy",
+              "this loop trains small models with ddp; fsdp is for the policy and LM trainers")
         check(all(0 < t <= 1 for t in self.grok_thresholds), "train.grok_thresholds", "must be in (0, 1]")
 
 

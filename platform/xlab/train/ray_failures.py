@@ -49,11 +49,17 @@ class XlabFailurePolicy(DefaultFailurePolicy):
 
 
 class XlabTorchTrainer(TorchTrainer):
-    """``TorchTrainer`` whose failure policy is :class:`XlabFailurePolicy`; ``fit`` re-raises a worker's XlabError."""
+    """``TorchTrainer`` whose failure policy is :class:`XlabFailurePolicy`; ``fit`` re-raises a worker's XlabError;
+    Ctrl-C is left to xlab (no graceful-abort SIGINT handler)."""
 
     def _initialize_and_run_controller(self, **controller_init_kwargs):
         controller_init_kwargs["failure_policy"] = XlabFailurePolicy(self.run_config.failure_config)
         return super()._initialize_and_run_controller(**controller_init_kwargs)
+
+    def _register_sigint_handler(self, controller) -> None:
+        # Ray's handler aborts the run "gracefully" and exits 0, as if it had finished; in an xlab job
+        # Ctrl-C is a KeyboardInterrupt that ends the MLflow run KILLED and stops the Ray work (xlab.session).
+        pass
 
     def fit(self):
         try:

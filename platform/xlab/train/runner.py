@@ -1,10 +1,9 @@
 """Run :func:`xlab.train.loop.train` here or on a Ray Train worker group, with the same code.
 
 * :func:`fit` trains in this process (``num_workers == 1``) or delegates to :func:`fit_ray`.
-* :func:`fit_ray` builds a ``TorchTrainer`` (DDP; gloo on CPU, NCCL on GPU) whose workers each run
-  ``train``; rank 0 logs to MLflow; checkpoints go through ``ray.train.report`` so a restarted worker
-  group (``FailureConfig``) resumes from the last one. Inside a Ray Tune trial it forwards the
-  workers' metrics to Tune (the Train V2 pattern).
+* :func:`fit_ray` runs ``train`` in every worker of the one Ray Train harness
+  (:func:`xlab.train.distributed.launch`: DDP, checkpoints, restarts, ``--train.resume auto``, metrics
+  forwarded to Tune inside a trial); rank 0 logs to MLflow.
 
 Metrics are logged under ``prefix`` (e.g. ``"ticket/"``) so several fits can share one MLflow run.
 """
@@ -12,9 +11,7 @@ Metrics are logged under ``prefix`` (e.g. ``"ticket/"``) so several fits can sha
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,9 +21,9 @@ import torch
 from xlab.checkpoint import load_checkpoint, save_checkpoint
 from xlab.optim import OptimConfig
 from xlab.track.run import Tracker
+from xlab.train.distributed import CHECKPOINT_FILE, WorkerContext, in_tune_trial, launch
 from xlab.train.loop import FitResult, Task, TrainConfig, train
-
-CHECKPOINT_FILE = "state.pt"
+from xlab.train.scale import run_key
 
 
 def _log_line(name: str, step: int, total: int, metrics: Mapping[str, float]) -> str:
@@ -53,7 +50,7 @@ class LocalReporter:
         self.resume = resume
         self.print_every_s = print_every_s
         self._last_print = 0.0
-        self.to_tune = _in_tune_trial()
+        self.to_tune = in_tune_trial()
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
         if self.tracker is not None:
@@ -91,11 +88,12 @@ def fit(
     init_state: Mapping[str, torch.Tensor] | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
     name: str | None = None,
+    key: str | None = None,
 ) -> FitResult:
-    """Train ``task`` here, or on ``cfg.num_workers`` Ray Train workers when that is > 1."""
+    """Train ``task`` here, or on ``cfg.num_workers`` Ray Train workers when that is > 1 (``key``: see fit_ray)."""
     if cfg.num_workers > 1:
         return fit_ray(task, cfg, optim, seed=seed, tracker=tracker, prefix=prefix, init_state=init_state,
-                       masks=masks, name=name)
+                       masks=masks, name=name, key=key)
     reporter = LocalReporter(name or task.name, cfg.steps, tracker, checkpoint_dir, prefix)
     device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
     return train(task, cfg, optim, seed=seed, reporter=reporter, init_state=init_state, masks=masks, device=device)
@@ -104,89 +102,39 @@ def fit(
 class RayTrainReporter:
     """Reporter inside a Ray Train worker: every rank reports (a barrier), rank 0 logs and writes checkpoints."""
 
-    def __init__(self, name: str, total: int, run_id: str | None, tracking_uri: str, prefix: str) -> None:
-        import mlflow
-        import ray.train
-
-        self.rank = ray.train.get_context().get_world_rank()
-        _quiet_ray_train_reports()
-        mlflow.set_tracking_uri(tracking_uri)
-        self.local = LocalReporter(name, total, Tracker(run_id, enabled=self.rank == 0) if run_id else None,
-                                   prefix=prefix, print_every_s=30.0)
+    def __init__(self, ctx: WorkerContext, total: int, prefix: str) -> None:
+        self.ctx = ctx
+        self.local = LocalReporter(ctx.name, total, ctx.tracker, prefix=prefix, print_every_s=30.0)
         self.local.to_tune = False  # inside Train, metrics reach Tune through TuneReportCallback
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
-        import ray.train
-
-        if self.rank == 0:
+        if self.ctx.rank == 0:
             self.local.report(step, metrics, None)
         # Same keys as LocalReporter gives Tune ("test/acc" -> "test_acc"): TuneReportCallback forwards these.
-        metrics = {k.replace("/", "_"): v for k, v in metrics.items()}
         if checkpoint is None:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            if self.rank == 0:
-                save_checkpoint(checkpoint, Path(d) / CHECKPOINT_FILE)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-            else:
-                ray.train.report(metrics, checkpoint=None)
+            self.ctx.report(metrics)
+        else:
+            self.ctx.save(checkpoint, metrics)
+        self.ctx.maybe_fail(step)
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return load_checkpoint(Path(d) / CHECKPOINT_FILE)
+        return self.ctx.restored
 
 
-def _quiet_ray_train_reports() -> None:
-    """Ray Train logs every report call at INFO from every rank; our progress lines say enough."""
-    import logging
-
-    try:
-        from ray.train.v2._internal.execution import context
-
-        logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    except ImportError:  # internal module moved: keep the noise rather than fail
-        pass
-
-
-def _ray_worker(config: dict[str, Any]) -> None:
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    reporter = RayTrainReporter(config["name"], config["cfg"].steps, config["run_id"], config["tracking_uri"],
-                                config["prefix"])
+def _ray_worker(ctx: WorkerContext, config: dict[str, Any]) -> None:
     train(
         config["task"],
         config["cfg"],
         config["optim"],
         seed=config["seed"],
-        reporter=reporter,
+        reporter=RayTrainReporter(ctx, config["cfg"].steps, config["prefix"]),
         init_state=config["init_state"],
         masks=config["masks"],
-        rank=ctx.get_world_rank(),
-        world_size=ctx.get_world_size(),
-        device=ray.train.torch.get_device(),
-        wrap=ray.train.torch.prepare_model,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        device=ctx.device,
+        wrap=ctx.wrap,
     )
-
-
-def _in_tune_trial() -> bool:
-    """True inside a Ray Tune function trial (where metrics should also go to Tune)."""
-    import warnings
-
-    try:
-        from ray import tune
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # outside Tune, get_trial_id() warns and returns None
-            return tune.get_context().get_trial_id() is not None
-    except Exception:
-        return False
 
 
 def fit_ray(
@@ -200,47 +148,29 @@ def fit_ray(
     init_state: Mapping[str, torch.Tensor] | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
     name: str | None = None,
+    key: str | None = None,
 ) -> FitResult:
-    """Train ``task`` data-parallel on ``cfg.num_workers`` Ray Train workers (see module docstring)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    """Train ``task`` data-parallel on ``cfg.num_workers`` Ray Train workers (see module docstring).
 
-    from xlab.track.store import resolve_tracking_uri
-    from xlab.train.ray_failures import XlabTorchTrainer as TorchTrainer
-    from xlab.tune.sweep import storage_path
-
-    callbacks = []
-    if _in_tune_trial():
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
-    run_name = f"{name or task.name}-{uuid.uuid4().hex[:8]}"  # a reused name would resume an old run
-    trainer = TorchTrainer(
+    ``key`` names the run's config for ``--train.resume auto`` (default: the task name, shapes, train and
+    optimizer settings and seed)."""
+    name = name or task.name
+    if key is None:
+        key = run_key(cfg, optim, {"task": task.name, "seed": seed, "x": list(task.x_train.shape), "prefix": prefix})
+    out = launch(
         _ray_worker,
-        train_loop_config={
-            "task": task, "cfg": cfg, "optim": optim, "seed": seed, "init_state": init_state, "masks": masks,
-            "run_id": tracker.run_id if tracker is not None and tracker.enabled else None,
-            "tracking_uri": resolve_tracking_uri(None), "prefix": prefix, "name": name or task.name,
-        },
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage_path(),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
+        {"task": task, "cfg": cfg, "optim": optim, "seed": seed, "init_state": init_state, "masks": masks,
+         "prefix": prefix},
+        cfg, name=name, key=key,
+        run_id=tracker.run_id if tracker is not None and tracker.enabled else None,
     )
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    with result.checkpoint.as_directory() as d:
-        state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+    state = out.state
     return FitResult(
         history=state["history"],
         steps_to=state["steps_to"],
         state=state["model"],
         init_state=state["init_state"],
         masks=state["masks"],
-        seconds=time.perf_counter() - t0,
+        seconds=out.seconds,
         snapshots=state.get("snapshots", {}),
     )

@@ -14,15 +14,16 @@ A trial may itself build a multi-worker Ray Train ``TorchTrainer`` (the Train V2
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from xlab.config import JobConfig, apply_overrides, flatten
 from xlab.errors import XlabError
 from xlab.track.run import child_run
 from xlab.track.store import resolve_tracking_uri
+from xlab.train.storage import check_shared, storage_path
+
+__all__ = ["grid", "raise_on_errors", "run_sweep", "storage_path"]
 
 C = TypeVar("C", bound=JobConfig)
 
@@ -32,14 +33,6 @@ def grid(values: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     from ray import tune
 
     return {k: tune.grid_search(list(v)) for k, v in values.items()}
-
-
-def storage_path() -> str:
-    """Where Tune/Train keep trial state: ``$XLAB_STORAGE_PATH`` (shared or cloud on a cluster) or ./ray_results."""
-    path = os.environ.get("XLAB_STORAGE_PATH")
-    if path and "://" in path:
-        return path
-    return str(Path(path or "ray_results").resolve())
 
 
 def _trial_name(overrides: Mapping[str, Any]) -> str:
@@ -85,14 +78,15 @@ def run_sweep(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     max_concurrent_trials: int | None = None,
-    verbose: int = 1,
+    verbose: int = 0,
     train: Any = None,
 ):
     """Run ``trial_fn`` over ``param_space`` with Ray Tune; returns the ``ResultGrid``.
 
     ``param_space`` maps dotted config names to values or Tune search spaces (see :func:`grid`).
     Trials stopped early by ``scheduler`` have their MLflow runs ended as KILLED with the tag
-    ``xlab.early_stopped``; failed trials end FAILED with their error, and are also in the ResultGrid.
+    ``xlab.early_stopped``; failed trials end FAILED with their error (also a trial whose process died
+    before it could record it), and are also in the ResultGrid.
     ``train`` (the trials' ``TrainConfig``) sets trial resources: a trial that builds a multi-worker
     ``TorchTrainer`` holds only 0.1 CPU itself (its workers reserve theirs, so a 2-core machine can
     still run it); a single-worker GPU trial holds one GPU.
@@ -101,6 +95,8 @@ def run_sweep(
     from ray import tune
 
     tracking_uri = resolve_tracking_uri(None)
+    storage = storage_path()
+    check_shared(storage)
     trainable = tune.with_parameters(
         _trainable, trial_fn=trial_fn, base_cfg=base_cfg, parent_run_id=parent_run_id, tracking_uri=tracking_uri
     )
@@ -121,20 +117,25 @@ def run_sweep(
         ),
         run_config=tune.RunConfig(
             name=name or f"sweep-{parent_run_id[:12]}",
-            storage_path=storage_path(),
+            storage_path=storage,
             verbose=verbose,
         ),
     )
     results = tuner.fit()
-    _close_stopped_children(parent_run_id)
+    _close_open_children(parent_run_id, results)
     mlflow.set_tracking_uri(tracking_uri)
     return results
 
 
-def _close_stopped_children(parent_run_id: str) -> None:
-    """Trials that a scheduler stopped never return: end their still-RUNNING MLflow runs as KILLED."""
+def _close_open_children(parent_run_id: str, results: Any) -> None:
+    """End the trial runs still RUNNING after the sweep: FAILED with the error when the trial failed (its process
+    died before recording it: killed, out of memory, node lost), else KILLED as stopped early by the scheduler."""
     import mlflow
 
+    failed = {}  # trial directory name -> error
+    for result in results:
+        if result.error is not None and result.path:
+            failed[str(result.path).rstrip("/").rsplit("/", 1)[-1]] = result.error
     client = mlflow.MlflowClient()
     parent = client.get_run(parent_run_id)
     children = client.search_runs(
@@ -142,8 +143,16 @@ def _close_stopped_children(parent_run_id: str) -> None:
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
     )
     for child in children:
-        client.set_tag(child.info.run_id, "xlab.early_stopped", "true")
-        client.set_terminated(child.info.run_id, status="KILLED")
+        trial_id = child.data.tags.get("ray.trial_id", "")
+        error = next((e for d, e in failed.items() if trial_id and trial_id in d), None)
+        if error is not None:
+            text = str(error).strip()
+            client.set_tag(child.info.run_id, "xlab.error", f"{type(error).__name__}: {text}"[:4900])
+            client.log_text(child.info.run_id, text, "error.txt")
+            client.set_terminated(child.info.run_id, status="FAILED")
+        else:
+            client.set_tag(child.info.run_id, "xlab.early_stopped", "true")
+            client.set_terminated(child.info.run_id, status="KILLED")
 
 
 def raise_on_errors(results: Any) -> None:

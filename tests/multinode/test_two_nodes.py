@@ -1,0 +1,217 @@
+"""Two real Ray nodes on this machine (``tests/cluster.py``): training with one worker per node, a node lost
+mid-run and survived, and checkpoint storage checked up front.
+
+Drivers run as separate processes (``drivers.py``) that join the cluster, as a user's job would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from cluster import TwoNodeCluster
+
+pytestmark = pytest.mark.slow
+DRIVERS = Path(__file__).with_name("drivers.py")
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    cluster = TwoNodeCluster()
+    try:
+        cluster.start()  # inside the try: a node that fails to start must not leave the other running
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def start_driver(cluster: TwoNodeCluster, what: str, out: Path, *args: str, **env: str) -> subprocess.Popen:
+    log = open(out.with_suffix(".log"), "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        [sys.executable, str(DRIVERS), what, str(out), *args],
+        env=cluster.driver_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, out: Path, timeout: float) -> dict:
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = "timeout"
+    log = out.with_suffix(".log").read_text(errors="replace")
+    assert rc == 0 and out.exists(), f"driver {rc}:\n{log[-6000:]}"
+    return json.loads(out.read_text())
+
+
+def run_driver(cluster: TwoNodeCluster, what: str, out: Path, *args: str, timeout: float = 900) -> dict:
+    return finish(start_driver(cluster, what, out, *args), out, timeout)
+
+
+@pytest.mark.timeout(300)
+def test_storage_that_one_node_cannot_see_is_refused_up_front(two_nodes, tmp_path):
+    if two_nodes.isolation != "mount-namespace":
+        pytest.skip("needs root for a private mount namespace: both nodes see every path of this machine")
+    # The head's temp dir: the second node has its own directory at that path (like ./ray_results in a
+    # job's working directory on the head of a real cluster).
+    head_only = Path(two_nodes.temp_dir) / "ray_results"
+    res = run_driver(two_nodes, "storage", tmp_path / "head_only.json", "--storage", str(head_only))
+    assert not res["ok"]
+    assert "is on this node only" in res["error"] and "XLAB_STORAGE_PATH" in res["error"], res["error"]
+    assert len(res["error"].splitlines()) == 1
+    shared = run_driver(two_nodes, "storage", tmp_path / "shared.json", "--storage", str(tmp_path / "shared"))
+    assert shared["ok"]
+
+
+def _latest_checkpoint(storage: Path) -> dict | None:
+    for path in sorted(
+        storage.glob("lm-2node-*/checkpoint_*/state.pt"), key=lambda p: p.stat().st_mtime, reverse=True
+    ):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # still being written
+            continue
+    return None
+
+
+@pytest.mark.timeout(1200)
+def test_lm_pretraining_one_worker_per_node_survives_losing_the_worker_node(two_nodes, tmp_path, mlflow_uri):
+    storage, every = tmp_path / "storage", 25
+    # The controller polls workers every 0.5 s: a checkpoint is registered soon after it is reported.
+    out = tmp_path / "lm.json"
+    proc = start_driver(
+        two_nodes,
+        "lm",
+        out,
+        "--work",
+        str(tmp_path / "work"),
+        "--storage",
+        str(storage),
+        "--steps",
+        "300",
+        "--checkpoint_every",
+        str(every),
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
+    )
+    deadline, first = time.monotonic() + 600, None
+    while first is None and time.monotonic() < deadline and proc.poll() is None:
+        first = _latest_checkpoint(storage)
+        time.sleep(0.2)
+    assert first is not None, f"no checkpoint: {out.with_suffix('.log').read_text()[-4000:]}"
+    assert len(set(first["worker_nodes"])) == 2, first["worker_nodes"]  # one worker on each node
+    time.sleep(2)  # two controller polls: the checkpoint is registered
+    seen = _latest_checkpoint(storage)["step"]
+    assert seen < 300, "training finished before the node could be killed"
+    killed = two_nodes.kill_worker_node()
+    assert killed >= 2  # raylet and at least one worker
+    try:
+        res = finish(proc, out, timeout=900)
+    finally:
+        two_nodes.start_worker_node()  # back to two nodes for the next test
+    assert res["step"] == 300 and res["restarts"] == 1, res
+    resumed = res["resumed_from"][0]
+    assert resumed >= seen and resumed % every == 0, (resumed, seen)
+    client = mlflow.MlflowClient()
+    assert [m.value for m in client.get_metric_history(res["run_id"], "train/restarts")] == [1.0]
+    (restart,) = client.get_metric_history(res["run_id"], "train/resumed_from_step")
+    assert restart.value == resumed
+    # Work lost: the steps trained before the node died that were done again, at most one interval.
+    before = [
+        m.step
+        for m in client.get_metric_history(res["run_id"], "train/loss")
+        if m.timestamp < restart.timestamp
+    ]
+    assert max(before) - resumed <= every, (max(before), resumed)
+    assert res["loss"][-1] < res["loss"][0]
+
+
+@pytest.mark.timeout(1200)
+def test_policy_training_with_one_worker_per_node(two_nodes, tmp_path, mlflow_uri):
+    two_nodes.wait_nodes(2)
+    res = run_driver(
+        two_nodes,
+        "policy",
+        tmp_path / "policy.json",
+        "--work",
+        str(tmp_path / "work"),
+        "--storage",
+        str(tmp_path / "storage"),
+        "--steps",
+        "30",
+        "--checkpoint_every",
+        "15",
+    )
+    assert res["final_step"] == 30 and res["restarts"] == 0
+    assert len(res["worker_nodes"]) == 2 and len(set(res["worker_nodes"])) == 2, res["worker_nodes"]
+    assert res["model_uri"] == "models:/two-node-rt1x@smoke"
+    assert os.path.isdir(tmp_path / "storage")
+
+
+@pytest.mark.timeout(1800)
+def test_a_submitted_job_trains_on_both_nodes_and_needs_shared_storage(two_nodes, tmp_path):
+    """`xlab submit grokking --train.num_workers 2` on two nodes: refused in one line before training while the
+    checkpoint storage is the job's own directory (on the head only), done once XLAB_STORAGE_PATH is shared."""
+    from conftest import run_cli
+
+    two_nodes.wait_nodes(2)
+    args = [
+        "submit",
+        "grokking",
+        "--address",
+        two_nodes.dashboard,
+        "--wait",
+        "--preset",
+        "smoke",
+        "--sweep.ops",
+        "add",
+        "--data.p",
+        "13",
+        "--data.train_frac",
+        "0.5",
+        "--model.d_model",
+        "32",
+        "--model.d_mlp",
+        "64",
+        "--train.steps",
+        "40",
+        "--train.eval_every",
+        "20",
+        "--train.num_workers",
+        "2",
+        "--train.cpus_per_worker",
+        "0.5",
+        "--train.placement",
+        "STRICT_SPREAD",
+    ]
+    env = {"RAY_AUTH_MODE": "token", "MLFLOW_TRACKING_URI": "", "XLAB_STORAGE_PATH": ""}
+    refused = run_cli(*args, env=env, cwd=tmp_path, timeout=900)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    job_id = refused.stdout.split()[0]
+    logs = run_cli("logs", job_id, "--address", two_nodes.dashboard, env=env).stdout
+    assert "is on this node only" in logs and "XLAB_STORAGE_PATH" in logs, logs[-3000:]
+
+    env["XLAB_STORAGE_PATH"] = str(tmp_path / "shared")
+    done = run_cli(*args, env=env, cwd=tmp_path, timeout=1200)
+    job_id = done.stdout.split()[0] if done.stdout.strip() else "?"
+    logs = run_cli("logs", job_id, "--address", two_nodes.dashboard, env=env).stdout
+    assert done.returncode == 0 and done.stdout.split()[1:] == ["SUCCEEDED"], (
+        done.stderr[-2000:],
+        logs[-4000:],
+    )
+    assert "runtime_resources" in logs  # the submitted code ran
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("grokking").experiment_id])
+    # The refused job's run (FAILED, with the storage error), then the job that ran and its trial.
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED", "FINISHED"]
+    (failed,) = [r for r in runs if r.info.status == "FAILED"]
+    assert "is on this node only" in failed.data.tags["xlab.error"]
