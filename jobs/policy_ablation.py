@@ -11,7 +11,7 @@ success per task and the policy; the parent run has the table (mean and range ov
 plot.
 
     xlab run collect_demos --preset demo               # first: data/rlds/xlab_{sawyer,fetch}/0.1.0
-    xlab run policy_ablation --preset smoke            # 7 variants x 1 seed, 1,500 steps each
+    xlab run policy_ablation --preset smoke            # 8 variants x 1 seed, 1,500 steps each
     xlab run policy_ablation --experiment.seeds 0 1 2 --experiment.variants recipe no-chunking
 """
 
