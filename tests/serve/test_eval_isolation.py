@@ -82,6 +82,9 @@ def test_collect_waits_fail_when_no_task_finishes(ray_local):
         return 1
 
     refs = [hang.remote(0), hang.remote(300)]
+    # The quick task has finished before the watch starts: on a loaded machine a worker can take longer
+    # than the 2 s stall timeout just to start, which would make it "unfinished" too.
+    ray.wait(refs[:1], timeout=60)
     got = []
     t0 = time.monotonic()
     with pytest.raises(XlabError, match=r"collect_demos rollouts: 1 of 2 tasks unfinished .*collect.stall_timeout_s=2"):
