@@ -455,6 +455,8 @@ def fit_policy(
             "warmup_steps": warmup_steps, "instruction_encoder": encoder_record(cfg.data.embedding_backend)["name"],
         },
         tc, name="train_policy", key=run_key(cfg), datasets={"train": ds}, run_id=run_id, tracking_uri=tracking_uri,
+        # Policy trials (cross_embodiment, policy_ablation) report success in simulation after training.
+        report_to_tune=False,
     )
     return {"state": out.state, "metrics": out.metrics, "seconds": out.seconds,
             "checkpoint_path": out.checkpoint_path, "storage": out.storage, "run_name": out.run_name}

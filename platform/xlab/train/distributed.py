@@ -364,12 +364,16 @@ def launch(
     score: str | None = None,
     score_order: str = "min",
     resume_from: str | None = None,
+    report_to_tune: bool = True,
 ) -> LaunchResult:
     """Run ``worker_fn(ctx, config)`` on ``scale.num_workers`` Ray Train workers; the latest checkpoint's state.
 
     ``key`` (:func:`~xlab.train.scale.run_key`) names the config, so ``--train.resume auto`` finds this
     run again; ``run_id``: the MLflow run rank 0 logs to; ``keep``/``score``: Ray's checkpoint retention
-    (the latest is always kept); ``resume_from``: a checkpoint directory to start from.
+    (the latest is always kept); ``resume_from``: a checkpoint directory to start from;
+    ``report_to_tune``: inside a Tune trial, forward the workers' reports to Tune as the trial's results
+    (off for a trial that reports its own metric after training, e.g. success in simulation: Tune
+    rejects a result without the sweep's metric).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
@@ -380,7 +384,7 @@ def launch(
     check_shared(storage)
     run_name, start_from = resolve_run(scale, storage, name, key, resume_from)
     callbacks = []
-    if in_tune_trial():
+    if report_to_tune and in_tune_trial():
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
