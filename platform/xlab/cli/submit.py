@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from xlab.cli.registry import parse_job_config, project_root
 from xlab.errors import XlabError
-from xlab.runtime import check_reachable, ensure_auth_mode
+from xlab.runtime import check_reachable, ensure_auth_mode, is_loopback
 
 T = TypeVar("T")
 
@@ -59,11 +59,6 @@ def default_address() -> str:
     """``$RAY_ADDRESS`` when it is a job-server URL, else the local dashboard http://127.0.0.1:8265."""
     env = os.environ.get("RAY_ADDRESS", "")
     return env if env.startswith(("http://", "https://")) else "http://127.0.0.1:8265"
-
-
-def _is_loopback(address: str) -> bool:
-    host = urlparse(address).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def client(address: str):
@@ -138,7 +133,7 @@ def job_env(address: str) -> dict[str, str]:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         env["MLFLOW_TRACKING_URI"] = uri
-    elif _is_loopback(address):
+    elif is_loopback(urlparse(address).hostname or ""):
         # Maybe the same machine: then record into this directory's store so `xlab runs` / `xlab ui` here
         # show the run. Under another name, so a tunnelled cluster's own MLFLOW_TRACKING_URI still wins.
         env["XLAB_FALLBACK_TRACKING_URI"] = default_tracking_uri()
