@@ -57,11 +57,12 @@ PRESETS = {
         train=TrainConfig(steps=600, batch_size=16, num_workers=2, cpus_per_worker=0.5, log_every=10,
                           checkpoint_every=100),
     ),
-    # `make demo` on 2 CPU cores (after `collect_demos --preset demo`): the recipe that measured best (README's
-    # ablation): rt1x-demo (64 px, 2 frames, 4-step action chunks), random-shift augmentation, AdamW with
-    # warm-up and cosine decay; success in simulation every 1,000 steps, the best registered as @best-sim.
-    # 4,000 steps: the windows are decoded once (data.cache), so a step costs what the model costs; ~6 min on
-    # 2 quiet cores, so that the whole demo fits in 12 minutes.
+    # `make demo` on 2 CPU cores (after `collect_demos --preset demo`): the recipe that worked in the probes
+    # (docs/serving.md, "How the policy was made to work"): rt1x-demo (64 px, 2 frames, 4-step action chunks),
+    # random-shift augmentation, AdamW with warm-up and cosine decay; success in simulation every 1,000 steps,
+    # the best registered as @best-sim. 4,000 steps: the windows are decoded once (data.cache), so a step costs
+    # what the model costs; sized for the whole demo to fit in 12 minutes on 2 quiet cores (not yet measured
+    # on a quiet machine: README).
     "demo": Config(
         # Three Sawyer tasks and one Fetch task, each with ~2,000 steps of demonstrations: equal steps per task.
         # A shuffle buffer of ~2,000 windows: Ray Data streams the datasets shard by shard, and with 256 the
