@@ -63,7 +63,10 @@ class TwoNodeCluster:
         self.log_dir = Path(tempfile.mkdtemp(prefix="x2log"))  # node logs, for error messages
         # The nodes' job drivers run `python`: make it this venv's, as an activated venv would. No
         # PYTHONPATH: the cluster runs its installed xlab unless a submission ships its own.
-        self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+        # Nor the test session's XLAB_STORAGE_PATH (a directory both "nodes" see): a node has only what its
+        # own environment sets.
+        drop = ("PYTHONPATH", "MLFLOW_TRACKING_URI", "XLAB_STORAGE_PATH")
+        self.env = {k: v for k, v in os.environ.items() if k not in drop}
         self.env.update({"RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"})
 
     # ------------------------------------------------------------------------------------- start/stop

@@ -73,6 +73,18 @@ def test_storage_that_one_node_cannot_see_is_refused_up_front(two_nodes, tmp_pat
     assert shared["ok"]
 
 
+def _registered_checkpoint(storage: Path) -> dict | None:
+    """The state of the newest checkpoint Ray Train has registered (its snapshot file names it): the one a
+    restart resumes from. A checkpoint directory can exist in storage before the controller registers it."""
+    for snap in storage.glob("lm-2node-*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
+            return torch.load(snap.parent / latest["checkpoint_dir_name"] / "state.pt", weights_only=True)
+        except Exception:  # no checkpoint yet, or the snapshot is being rewritten
+            continue
+    return None
+
+
 def _latest_checkpoint(storage: Path) -> dict | None:
     for path in sorted(
         storage.glob("lm-2node-*/checkpoint_*/state.pt"), key=lambda p: p.stat().st_mtime, reverse=True
@@ -109,8 +121,12 @@ def test_lm_pretraining_one_worker_per_node_survives_losing_the_worker_node(two_
         time.sleep(0.2)
     assert first is not None, f"no checkpoint: {out.with_suffix('.log').read_text()[-4000:]}"
     assert len(set(first["worker_nodes"])) == 2, first["worker_nodes"]  # one worker on each node
-    time.sleep(2)  # two controller polls: the checkpoint is registered
-    seen = _latest_checkpoint(storage)["step"]
+    registered = None
+    while registered is None and time.monotonic() < deadline and proc.poll() is None:
+        registered = _registered_checkpoint(storage)
+        time.sleep(0.2)
+    assert registered is not None, f"no registered checkpoint: {out.with_suffix('.log').read_text()[-4000:]}"
+    seen = registered["step"]
     assert seen < 300, "training finished before the node could be killed"
     killed = two_nodes.kill_worker_node()
     assert killed >= 2  # raylet and at least one worker
