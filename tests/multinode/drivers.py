@@ -50,7 +50,7 @@ def lm(args: argparse.Namespace) -> dict:
     save_blocks(pack_blocks(ids[560:], 32), work / "val.npy")
     cfg = PretrainConfig(
         steps=args.steps,
-        batch_size=8,
+        batch_size=args.batch_size,
         lr=3e-3,
         warmup_steps=3,
         block_size=32,
@@ -141,6 +141,7 @@ def main() -> None:
     p.add_argument("--storage", default="")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--checkpoint_every", type=int, default=10)
+    p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--resume", default="")
     args = p.parse_args()
     result = {"lm": lm, "policy": policy, "storage": storage}[args.what](args)
