@@ -10,7 +10,7 @@ bounds and the datasets' ``dataset_statistics.json``) and registers it as
 
     xlab run collect_demos --preset smoke            # first: writes data/rlds/xlab_{sawyer,fetch}/0.1.0
     xlab run train_policy --preset smoke             # rt1x-tiny, 48 px, 2 CPU workers, 600 steps (~1 min)
-    xlab run train_policy --preset demo              # what `make demo` trains: rt1x-demo, 4,000 steps, @best-sim
+    xlab run train_policy --preset demo              # what `make demo` trains: rt1x-demo, 3,000 steps, @best-sim
     xlab run train_policy --preset paper             # rt1x (RT-1-X's JAX setting) on GPU workers
     xlab run train_policy --train.steps 1000 --optim.name adopt --data.weights 1 3
 """
@@ -59,10 +59,9 @@ PRESETS = {
     ),
     # `make demo` on 2 CPU cores (after `collect_demos --preset demo`): the recipe that worked in the probes
     # (docs/serving.md, "How the policy was made to work"): rt1x-demo (64 px, 2 frames, 4-step action chunks),
-    # random-shift augmentation, AdamW with warm-up and cosine decay; success in simulation every 1,000 steps,
-    # the best registered as @best-sim. 4,000 steps: the windows are decoded once (data.cache), so a step costs
-    # what the model costs; sized for the whole demo to fit in 12 minutes on 2 quiet cores (not yet measured
-    # on a quiet machine: README).
+    # random-shift augmentation, AdamW with warm-up and cosine decay; success in simulation every 1,500 steps,
+    # the best registered as @best-sim. 3,000 steps: the windows are decoded once (data.cache), so a step costs
+    # what the model costs (~0.15 s on 2 quiet cores; the whole demo with 4,000 steps took 15.3 min there).
     "demo": Config(
         # Three Sawyer tasks and one Fetch task, each with ~2,000 steps of demonstrations: equal steps per task.
         # A shuffle buffer of ~2,000 windows: Ray Data streams the datasets shard by shard, and with 256 the
@@ -70,9 +69,9 @@ PRESETS = {
         data=DataConfig(weights=(3.0, 1.0), shuffle_buffer=2048, cache=True),
         policy=PolicyConfig(preset="rt1x-demo"),
         optim=OptimConfig(name="adamw", lr=1e-3, eps=1e-7, weight_decay=0.01),
-        train=TrainConfig(steps=4000, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,
+        train=TrainConfig(steps=3000, batch_size=32, num_workers=2, cpus_per_worker=0.5, log_every=25,
                           checkpoint_every=500, lr_schedule="cosine", warmup_steps=100, augment_shift=4,
-                          eval_every=1000, eval_episodes=5, eval_tasks=DEMO_TASKS, eval_cpus=0.25),
+                          eval_every=1500, eval_episodes=5, eval_tasks=DEMO_TASKS, eval_cpus=0.25),
     ),
     # RT-1-X as published: 15-frame history, 300 px, Adam 1e-4 (eps 1e-7), large global batch on GPU
     # workers (global batch 1024 and 1M+ steps in the paper: scale steps/batch to the cluster). For
