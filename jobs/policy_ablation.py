@@ -76,7 +76,7 @@ class Config(JobConfig):
 
 
 PRESETS = {
-    # Every variant once, 1,500 steps (the demo trains 4,000), no evaluation during training: 5.5-16 min a trial
+    # Every variant once, 1,500 steps (the demo trains 3,000), no evaluation during training: 5.5-16 min a trial
     # on 2 cores at load 15-35 (2026-12-03; see docs/serving.md).
     "smoke": Config(
         # 0.45 CPU per worker: the Tune trial holds 0.1 and a Ray Data read task a whole CPU (cross_embodiment).
