@@ -25,18 +25,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xlab.config import check
+from xlab.config import JobConfig, check
 from xlab.data.rlds.complete import check_complete
 from xlab.data.rlds.schema import RLDSError
 from xlab.errors import XlabError
+from xlab.optim import OptimConfig
 from xlab.train.distributed import CHECKPOINT_FILE, WorkerContext, launch
 from xlab.train.scale import ScaleConfig, run_key
 
-__all__ = ["CHECKPOINT_FILE", "DataConfig", "PolicyConfig", "PolicyTrainConfig", "RegistryConfig", "build_dataset",
-           "check_dataset_dirs", "dataset_names", "fit_policy", "lr_factor", "train_worker"]
+if TYPE_CHECKING:
+    from xlab.policies.rt1 import RT1Config
+
+__all__ = ["CHECKPOINT_FILE", "DataConfig", "PolicyConfig", "PolicyJobConfig", "PolicyTrainConfig", "RegistryConfig",
+           "build_dataset", "check_dataset_dirs", "dataset_names", "fit_policy", "lr_factor", "train_worker"]
 
 @dataclasses.dataclass
 class DataConfig:
@@ -182,6 +187,19 @@ class RegistryConfig:
     """Alias of the version with the best success in simulation during training (train.eval_every > 0)."""
 
 
+@dataclasses.dataclass
+class PolicyJobConfig(JobConfig):
+    """The sections every policy-training job has (train_policy, cross_embodiment, policy_ablation add theirs):
+    what :func:`fit_policy` and :func:`xlab.policies.experiment.train_and_evaluate` read."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    optim: OptimConfig = dataclasses.field(
+        default_factory=lambda: OptimConfig(name="adam", lr=1e-4, eps=1e-7)  # RT-1-X's optimizer
+    )
+    train: PolicyTrainConfig = dataclasses.field(default_factory=PolicyTrainConfig)
+
+
 # --------------------------------------------------------------------------------------------- data
 
 def dataset_names(dirs: tuple[str, ...] | list[str]) -> list[str]:
@@ -214,7 +232,7 @@ def check_dataset_dirs(dirs: tuple[str, ...] | list[str]) -> list[Path]:
     return out
 
 
-def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, list[str], list[Path]]:
+def build_dataset(data: DataConfig, policy: RT1Config, seed: int = 0) -> tuple[Any, list[str], list[Path]]:
     """The Ray Data mixture of windows tokenized for ``policy`` (an :class:`~xlab.policies.RT1Config`);
     returns (dataset, dataset names, dataset dirs).
 
@@ -252,7 +270,7 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
 
 # ------------------------------------------------------------------------------------------- worker
 
-def lr_factor(tc: PolicyTrainConfig) -> Any:
+def lr_factor(tc: PolicyTrainConfig) -> Callable[[int], float]:
     """The learning-rate multiplier per step: linear warm-up, then constant or cosine decay to 0."""
     import math
 
@@ -429,7 +447,7 @@ def train_worker(ctx: WorkerContext, config: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------- driver
 
 def fit_policy(
-    cfg: Any,
+    cfg: PolicyJobConfig,
     ds: Any,
     dataset_names_: list[str],
     *,
@@ -439,9 +457,8 @@ def fit_policy(
 ) -> dict[str, Any]:
     """Train on dataset ``ds`` with the Ray Train harness; returns the final checkpoint state and the last metrics.
 
-    ``cfg`` is a job config with ``data``, ``policy`` (:class:`PolicyConfig`), ``optim``, ``train``
-    (:class:`PolicyTrainConfig`) and ``seed``; ``--train.resume auto`` continues the latest run of the
-    same config found in storage.
+    ``cfg`` is the job's config (its ``data``, ``policy``, ``optim``, ``train`` and ``seed`` are read);
+    ``--train.resume auto`` continues the latest run of the same config found in storage.
     """
     from xlab.policies.encoder import encoder_record
 
