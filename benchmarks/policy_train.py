@@ -25,7 +25,7 @@ import torch
 
 
 def synthetic_rows(n: int, history: int, image: int, embed_dim: int, seed: int = 0) -> list[dict]:
-    """Window rows with the columns of :mod:`xlab.data.rlds.windows` (tensor columns only)."""
+    """Window rows with the columns of :mod:`xlab.rlds.windows` (tensor columns only)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):

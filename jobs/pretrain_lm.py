@@ -3,7 +3,7 @@
 The study of ``shared/specs/lm-pretraining.md``: decoder-only models trained from scratch under
 identical conditions on each corpus, compared on FLD-style deduction and bAbI-style questions.
 
-1. Corpora (:mod:`xlab.data.text`, cached): built from files on this machine (or loaded from a
+1. Corpora (:mod:`xlab.corpora`, cached): built from files on this machine (or loaded from a
    saved Hugging Face dataset / ``hf:NAME`` when online); each card is logged to the parent run,
    with AST-depth statistics for code corpora.
 2. Blocks (:func:`xlab.lm.blocks.prepare_blocks`, cached): a byte-level BPE trained on an
@@ -42,7 +42,7 @@ from xlab.lm.pretrain import PretrainConfig
 @dataclasses.dataclass
 class DataConfig:
     corpora: tuple[str, ...] = ("python", "man-en")
-    """Corpus names of xlab.data.text.CORPORA, directories of saved datasets, or hf:NAME[:CONFIG] (online)."""
+    """Corpus names of xlab.corpora.CORPORA, directories of saved datasets, or hf:NAME[:CONFIG] (online)."""
     corpus: str = ""
     """The corpus of one trial (set by the sweep; empty in the parent)."""
     root: str = "data/corpora"
@@ -251,7 +251,7 @@ def main(cfg: Config) -> dict:
     import mlflow
 
     from xlab.analysis.ast_depth import code_corpora_depth_stats
-    from xlab.data.text.corpora import corpus_kind, load_corpora
+    from xlab.corpora.compare import corpus_kind, load_corpora
     from xlab.lm.blocks import prepare_blocks
     from xlab.lm.report import comparison_rows, log_comparison, markdown_table
     from xlab.session import job_session

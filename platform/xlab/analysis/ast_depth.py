@@ -175,7 +175,7 @@ def corpus_depth_stats(dataset, language: str, *, max_docs: int = 2000) -> dict:
 def code_corpora_depth_stats(corpora: Mapping[str, Any], *, max_docs: int = 500) -> dict[str, dict]:
     """Depth statistics of the train split of every registered code corpus in ``corpora`` (label ->
     DatasetDict); natural-language corpora and other datasets are left out."""
-    from xlab.data.text.spec import CORPORA
+    from xlab.corpora.spec import CORPORA
 
     out = {}
     for label, dd in corpora.items():

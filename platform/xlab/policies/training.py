@@ -2,10 +2,10 @@
 
 The library half of ``jobs/train_policy.py`` (and of ``jobs/cross_embodiment.py``, which trains one
 policy per mixture weight). :func:`build_dataset` makes the Ray Data mixture of tokenized windows
-(:func:`xlab.data.rlds.read_rlds_windows`); :func:`fit_policy` hands it to the Ray Train harness
+(:func:`xlab.rlds.read_rlds_windows`); :func:`fit_policy` hands it to the Ray Train harness
 (:func:`xlab.train.distributed.launch`) as ``datasets={"train": ...}``. Each worker
 (:func:`train_worker`) streams its shard (``ray.train.get_dataset_shard`` +
-:func:`~xlab.data.rlds.iter_torch_window_batches`), trains the policy wrapped for DDP (gloo on CPU,
+:func:`~xlab.rlds.iter_torch_window_batches`), trains the policy wrapped for DDP (gloo on CPU,
 NCCL on GPU) or FSDP for ``train.steps`` optimizer steps (looping over epochs), and every
 ``train.log_every`` steps logs loss, token accuracy and token accuracy per dataset (averaged over all
 workers) to MLflow from rank 0. Every ``train.checkpoint_every`` steps the harness checkpoints policy,
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xlab.config import JobConfig, check
-from xlab.data.rlds.complete import check_complete
-from xlab.data.rlds.schema import RLDSError
 from xlab.errors import XlabError
 from xlab.optim import OptimConfig
+from xlab.rlds.complete import check_complete
+from xlab.rlds.schema import RLDSError
 from xlab.train.distributed import CHECKPOINT_FILE, WorkerContext, launch
 from xlab.train.scale import ScaleConfig, run_key
 
@@ -243,9 +243,9 @@ def build_dataset(data: DataConfig, policy: RT1Config, seed: int = 0) -> tuple[A
     """
     import ray
 
-    from xlab.data.rlds import read_rlds_windows
     from xlab.policies.encoder import encoder_record
     from xlab.policies.rt1 import BOUNDS
+    from xlab.rlds import read_rlds_windows
 
     # Ray Data's progress bars redraw per tick in every worker's output; training logs its own progress.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -305,11 +305,11 @@ def train_worker(ctx: WorkerContext, config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from xlab.data.rlds import iter_torch_window_batches
-    from xlab.data.rlds.windows import STATE_COLUMNS, TENSOR_COLUMNS
     from xlab.optim import build_optimizer
     from xlab.policies import build_policy
     from xlab.policies.augment import random_shift
+    from xlab.rlds import iter_torch_window_batches
+    from xlab.rlds.windows import STATE_COLUMNS, TENSOR_COLUMNS
 
     tc: PolicyTrainConfig = config["train"]
     rank, world, device = ctx.rank, ctx.world_size, ctx.device

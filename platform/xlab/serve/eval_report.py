@@ -123,7 +123,7 @@ def record_rlds(root: str, results: Sequence[EpisodeResult], policy_ref: str) ->
     """Write the recorded episodes of ``results`` as one RLDS dataset per embodiment under ``root``
     (``xlab_eval_<embodiment>``; state and action shapes differ between robots); embodiment -> write info."""
     import robots
-    from xlab.data.rlds import write_rlds_in_worker
+    from xlab.rlds import write_rlds_in_worker
 
     by_embodiment: dict[str, list] = {}
     for r in results:
