@@ -81,15 +81,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/lm_train.py
 
-# Offline text corpora for LLM pretraining (xlab.data.text): installs the Debian packages that hold
+# Offline text corpora for LLM pretraining (xlab.corpora): installs the Debian packages that hold
 # them, then builds each corpus (cached) under data/corpora. Smoke runs need none of this: the
 # `python` and `man-en` corpora exist on a fresh machine.
 CORPORA ?= code english man-de man-fr gettext-de
 CORPUS_BYTES ?= 10e6
 corpora: $(STAMP)
-	@cmd="$$($(BIN)/python -m xlab.data.text.debian --corpora $(CORPORA))"; \
+	@cmd="$$($(BIN)/python -m xlab.corpora.debian --corpora $(CORPORA))"; \
 	if [ "$$(id -u)" = 0 ]; then apt-get update -q && $$cmd; else sudo apt-get update -q && sudo $$cmd; fi
-	$(BIN)/python -m xlab.data.text $(CORPORA) --root data/corpora --max-bytes $(CORPUS_BYTES)
+	$(BIN)/python -m xlab.corpora $(CORPORA) --root data/corpora --max-bytes $(CORPUS_BYTES)
 
 ui: $(STAMP)
 	$(BIN)/xlab ui

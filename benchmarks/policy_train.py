@@ -4,7 +4,7 @@ All three train the same policy preset on the same synthetic windows (image, pad
 tokens, embedding, as the RLDS pipeline emits them) with the same optimizer:
 
 * **bare**: one process, batches pre-materialized as torch tensors, ``policy.loss`` + backward + step;
-* **ray-1 / ray-2**: ``jobs.train_policy.fit_policy`` (the job's own worker loop: Ray Data shard
+* **ray-1 / ray-2**: ``xlab.policies.training.fit_policy`` (the job's own worker loop: Ray Data shard
   iteration, DDP through ``prepare_model``, per-dataset metrics, one report every ``--log-every``
   steps, a checkpoint at the end) over a materialized ``ray.data`` dataset of the same rows.
 
@@ -25,7 +25,7 @@ import torch
 
 
 def synthetic_rows(n: int, history: int, image: int, embed_dim: int, seed: int = 0) -> list[dict]:
-    """Window rows with the columns of :mod:`xlab.data.rlds.windows` (tensor columns only)."""
+    """Window rows with the columns of :mod:`xlab.rlds.windows` (tensor columns only)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
@@ -86,7 +86,9 @@ def ray_train(rows: list[dict], args: argparse.Namespace, workers: int, override
         "train.threads_per_worker": args.threads, "train.log_every": args.log_every,
         "train.checkpoint_every": args.warmup + args.steps, "data.shuffle_buffer": 0, "train.placement": placement,
     })
-    out = train_policy.fit_policy(cfg, ds, ["a", "b"], warmup_steps=args.warmup)
+    from xlab.policies.training import fit_policy
+
+    out = fit_policy(cfg, ds, ["a", "b"], warmup_steps=args.warmup)
     return float(out["metrics"]["train_samples_per_s"])
 
 

@@ -39,8 +39,8 @@ except ImportError:  # running from a checkout without the package installed
 
 def write_datasets(root: str, names: list[str], episodes: int, steps: int, image: int) -> dict[str, str]:
     """Runs in a Ray TF worker: smooth synthetic frames (PNG-compressible like camera images)."""
-    from xlab.data.rlds import Episode, write_rlds
-    from xlab.data.rlds.layouts import smooth_images
+    from xlab.rlds import Episode, write_rlds
+    from xlab.rlds.layouts import smooth_images
 
     rng = np.random.default_rng(0)
     out = {}
@@ -132,7 +132,7 @@ def main() -> None:
     init_ray(num_cpus=args.num_cpus, object_store_memory=1024**3)
     import ray
 
-    from xlab.data.rlds import TF_WORKER_ENV, iter_torch_window_batches, read_rlds_windows
+    from xlab.rlds import TF_WORKER_ENV, iter_torch_window_batches, read_rlds_windows
 
     names = [f"bench_sim_{k}" for k in range(args.datasets)]
     tmp = tempfile.TemporaryDirectory(prefix="rlds_bench_")

@@ -41,8 +41,8 @@ def ideal(policy, env_id: str, n: int, steps: int, episodes: int, image_size: in
     import gymnasium
 
     import robots
-    from xlab.data.text_embed import embed_instructions
     from xlab.policies import PolicySession
+    from xlab.rlds.text_embed import embed_instructions
 
     envs = [gymnasium.make(env_id, image_size=image_size, max_episode_steps=steps) for _ in range(n)]
     emb = np.repeat(embed_instructions([robots.get_task(env_id).instruction]), n, axis=0)

@@ -39,7 +39,7 @@ PROMPT = "move the gripper to the red target"
 
 def ideal(policy, n: int, seconds: float) -> dict[str, float]:
     """Forward-pass-bound requests/s: batched act_chunk of n windows, repeated for ``seconds``."""
-    from xlab.data.text_embed import embed_instructions
+    from xlab.rlds.text_embed import embed_instructions
 
     c = policy.config
     rng = np.random.default_rng(0)

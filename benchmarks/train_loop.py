@@ -20,9 +20,9 @@ import time
 import torch
 from torch.nn import functional as F
 
-from xlab.data.modular import make_modular_data
 from xlab.models import build_model
 from xlab.optim import OptimConfig, build_optimizer
+from xlab.studydata.modular import make_modular_data
 from xlab.train import Task, TrainConfig, train
 from xlab.train.runner import LocalReporter
 

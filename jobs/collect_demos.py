@@ -76,7 +76,7 @@ def rollout(env_id: str, seeds: list[int], image_size: int) -> list[dict]:
     import numpy as np
 
     import robots
-    from xlab.data.rlds.schema import Episode
+    from xlab.rlds.schema import Episode
 
     env = gymnasium.make(env_id, image_size=image_size)
     spec = robots.get_task(env_id)
@@ -154,7 +154,7 @@ def main(cfg: Config) -> dict:
     from rich.progress import Progress
 
     import robots
-    from xlab.data.rlds import write_rlds_in_worker
+    from xlab.rlds import write_rlds_in_worker
     from xlab.runtime import iter_finished
     from xlab.session import job_session
     from xlab.track import Tracker

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from robots.tasks import DEMO_TASKS
-from xlab.config import JobConfig, check
+from xlab.config import check
 from xlab.optim import OptimConfig
-from xlab.policies.training import DataConfig, PolicyConfig, PolicyTrainConfig
+from xlab.policies.training import DataConfig, PolicyConfig, PolicyJobConfig, PolicyTrainConfig
 
 
 @dataclasses.dataclass
@@ -56,11 +56,7 @@ class ExperimentConfig:
 
 
 @dataclasses.dataclass
-class Config(JobConfig):
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
-    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(name="adam", lr=1e-4, eps=1e-7))
-    train: PolicyTrainConfig = dataclasses.field(default_factory=PolicyTrainConfig)
+class Config(PolicyJobConfig):
     experiment: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from robots.tasks import DEMO_TASKS
 from xlab.config import JobConfig, check
+from xlab.serve.faults import FaultConfig
 
 
 @dataclasses.dataclass
@@ -111,18 +112,6 @@ class ServerConfig:
 
 
 @dataclasses.dataclass
-class FaultConfig:
-    """Fault injection, to check recovery on a real run (all 0: off)."""
-
-    kill_simulator_after: int = 0
-    """Kill simulator 0 after this many finished episode groups."""
-    kill_replica_after: int = 0
-    """Kill a policy server replica (SIGKILL) after this many finished groups."""
-    hang_simulator_after: int = 0
-    """Make the next group of one simulator hang after this many finished groups."""
-
-
-@dataclasses.dataclass
 class Config(JobConfig):
     policy: str = "models:/rt1x-policy@latest-train"
     """models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/policy, a policy directory, or expert/random."""
@@ -152,76 +141,7 @@ PRESETS = {
 KEY_METRICS = ["success/all", "success/sawyer", "success/fetch", "episodes_failed", "mean_batch_size"]
 
 
-def eval_tasks(cfg: EvalConfig) -> list[str]:
-    import robots
-
-    if cfg.tasks:
-        for t in cfg.tasks:
-            robots.get_task(t)  # unknown id -> UnknownRobotEnvError listing the registered ones
-        return list(cfg.tasks)
-    known = sorted({s.embodiment for s in robots.TASKS.values()})
-    check(set(cfg.embodiments) <= set(known), "eval.embodiments", f"choose from {known}, got {cfg.embodiments}")
-    return [e for e in robots.ENV_IDS if robots.get_task(e).embodiment in cfg.embodiments]
-
-
-def success_plot(rows: list[dict[str, Any]]) -> Any:
-    """Success rate per task, one bar per controller, with Wilson 95% intervals."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    tasks = sorted({r["name"] for r in rows if r["level"] == "task"})
-    controllers = sorted({r["controller"] for r in rows}, key=lambda c: (c != "policy", c))
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(tasks)), 4))
-    x = np.arange(len(tasks))
-    w = 0.8 / len(controllers)
-    for i, c in enumerate(controllers):
-        by = {r["name"]: r for r in rows if r["level"] == "task" and r["controller"] == c}
-        rate = np.array([by[t]["success_rate"] if t in by else np.nan for t in tasks])
-        lo = np.array([by[t]["ci_low"] if t in by else np.nan for t in tasks])
-        hi = np.array([by[t]["ci_high"] if t in by else np.nan for t in tasks])
-        ax.bar(x + (i - (len(controllers) - 1) / 2) * w, rate, w, yerr=[rate - lo, hi - rate], capsize=3, label=c)
-    ax.set_xticks(x, [t.split("/", 1)[1].removesuffix("-v0") for t in tasks], rotation=20, ha="right")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("success rate (Wilson 95% CI)")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def _strip(frames: Any, max_frames: int = 12) -> Any:
-    import numpy as np
-
-    idx = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).astype(int)
-    return np.concatenate(list(frames[idx]), axis=1)
-
-
-def _fault_hook(cfg: FaultConfig, server_app: str | None) -> Any:
-    fired: set[str] = set()
-
-    def hook(groups_done: int, pool: Any) -> None:
-        import os
-        import signal
-
-        if cfg.kill_simulator_after and groups_done >= cfg.kill_simulator_after and "sim" not in fired:
-            fired.add("sim")
-            print(f"[eval_policy] fault injection: killed simulator {pool.kill()} mid-episode", flush=True)
-        if cfg.hang_simulator_after and groups_done >= cfg.hang_simulator_after and "hang" not in fired:
-            fired.add("hang")
-            print("[eval_policy] fault injection: the next episode group will hang", flush=True)
-            pool.inject_hang = True
-        if server_app and cfg.kill_replica_after and groups_done >= cfg.kill_replica_after and "rep" not in fired:
-            from xlab.serve import replica_pids
-
-            fired.add("rep")
-            pid = replica_pids(server_app)[0]
-            print(f"[eval_policy] fault injection: killing policy replica pid {pid}", flush=True)
-            os.kill(pid, signal.SIGKILL)
-
-    return hook
-
-
 def main(cfg: Config) -> dict:
-    import numpy as np
     import pandas as pd
 
     from xlab.serve import (
@@ -234,11 +154,19 @@ def main(cfg: Config) -> dict:
         start_policy_server,
         summarize,
     )
+    from xlab.serve.eval_report import (
+        console_summary,
+        eval_metrics,
+        log_evaluation,
+        record_rlds,
+        select_tasks,
+    )
+    from xlab.serve.faults import fault_hook
     from xlab.session import job_session
     from xlab.track import Tracker
 
     ev = cfg.eval
-    tasks = eval_tasks(ev)
+    tasks = select_tasks(ev.tasks, ev.embodiments)
     uses_policy = cfg.policy not in ("expert", "random")
     if uses_policy:
         load_any_policy(cfg.policy)  # a bad reference fails now, in one line, before Ray starts
@@ -287,7 +215,7 @@ def main(cfg: Config) -> dict:
                 print(f"[eval_policy] {done}/{total} episodes, {stats.env_steps} env steps, "
                       f"retried {stats.retried_episodes}, failed {stats.failed_episodes}", flush=True)
 
-        hook = _fault_hook(cfg.faults, server_app)
+        hook = fault_hook(cfg.faults, server_app)
         try:
             results, stats = run_episodes(pool, specs, envs_per_simulator=ev.envs_per_simulator,
                                           episode_timeout_s=ev.episode_timeout_s, max_attempts=ev.max_attempts,
@@ -303,64 +231,16 @@ def main(cfg: Config) -> dict:
             if server_app:
                 shutdown_policy_server(server_app)
         rows = summarize(results)
-        table = pd.DataFrame(rows)
-        metrics: dict[str, float] = {
-            "episodes": len(results), "episodes_retried": stats.retried_episodes,
-            "episodes_failed": stats.failed_episodes, "simulator_crashes": stats.simulator_crashes,
-            "simulator_hangs": stats.simulator_hangs, "server_retries": stats.server_retries,
-            "env_steps_per_s": stats.steps_per_s, "seconds": stats.seconds,
-        }
-        main_controller = controllers[0]
-        for r in rows:
-            prefix = "success" if r["controller"] == main_controller else f"{r['controller']}/success"
-            name = r["name"].split("/", 1)[1] if r["level"] == "task" else r["name"]
-            metrics[f"{prefix}/{name}"] = r["success_rate"]
-            if r["level"] != "all":
-                metrics[f"{prefix}_ci_low/{name}"] = r["ci_low"]
-                metrics[f"{prefix}_ci_high/{name}"] = r["ci_high"]
-        if server_stats:
-            if server_stats["batches"]:  # the live replica's count: a replica that died took its own with it
-                metrics["mean_batch_size"] = server_stats["mean_batch"]
-            lat = [x for r in results if r.controller == "policy" for x in r.latencies_ms]
-            if lat:
-                metrics["action_latency_p50_ms"] = float(np.percentile(lat, 50))
-                metrics["action_latency_p99_ms"] = float(np.percentile(lat, 99))
-        tracker.log_metrics(metrics)
-        tracker.log_table(table, "success.json")
-        tracker.log_figure(success_plot(rows), "success.png")
-        tracker.log_dict({"events": stats.events, "server": server_stats}, "run_stats.json")
-        import mlflow
-
-        client = mlflow.MlflowClient()
-        for r in results:
-            index = int(r.episode_id.rsplit("/", 1)[-1])
-            if r.frames is not None and len(r.frames) and index < ev.strips_per_task:
-                tag = "success" if r.success else "fail"
-                client.log_image(run.info.run_id, _strip(np.asarray(r.frames)),
-                                 f"strips/{r.episode_id.replace('/', '_')}_{tag}.png")
+        metrics = eval_metrics(rows, results, stats, server_stats, main_controller=controllers[0])
+        log_evaluation(run.info.run_id, rows, results, stats, server_stats, metrics, ev.strips_per_task)
         if ev.record_rlds:
-            import robots
-            from xlab.data.rlds import write_rlds_in_worker
-
-            by_embodiment: dict[str, list] = {}
-            for r in results:
-                if r.episode is not None:
-                    by_embodiment.setdefault(robots.get_task(r.env_id).embodiment, []).append(r.episode)
-            for emb, episodes in by_embodiment.items():  # one dataset per robot: state/action shapes differ
-                info = write_rlds_in_worker(ev.record_rlds, f"xlab_eval_{emb}", episodes,
-                                            description=f"xlab evaluation rollouts of {cfg.policy} ({emb})")
+            for emb, info in record_rlds(ev.record_rlds, results, cfg.policy).items():
                 tracker.set_tags({f"xlab.rlds_output.{emb}": info["path"]})
                 print(f"[eval_policy] wrote {info['episodes_read_back']} {emb} evaluation episodes as RLDS: "
                       f"{info['path']}")
-        shown = table[table.level != "task"] if len(tasks) > 8 else table
-        print(shown[["controller", "level", "name", "episodes", "success_rate", "ci_low", "ci_high", "failed",
-                     "retried"]].round(2).to_string(index=False))
-        print(f"[eval_policy] {stats.episodes} episodes in {stats.seconds:.0f}s ({stats.steps_per_s:.0f} env steps/s), "
-               f"retried {stats.retried_episodes}, failed {stats.failed_episodes}"
-               + (f", mean server batch {server_stats['mean_batch']:.1f}" if server_stats else ""))
-        for e in stats.events:
-            print(f"[eval_policy] {e}")
-        return {"run_id": run.info.run_id, "table": table, "metrics": metrics, "stats": stats, "results": results}
+        print(console_summary(rows, stats, server_stats, n_tasks=len(tasks)))
+        return {"run_id": run.info.run_id, "table": pd.DataFrame(rows), "metrics": metrics, "stats": stats,
+                "results": results}
 
 
 if __name__ == "__main__":

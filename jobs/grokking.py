@@ -28,7 +28,7 @@ from xlab.train import TrainConfig
 @dataclasses.dataclass
 class DataConfig:
     op: str = "add"
-    """Operation of one trial (see xlab.data.modular.OPERATIONS); 'add+sub' is a mixture."""
+    """Operation of one trial (see xlab.studydata.modular.OPERATIONS); 'add+sub' is a mixture."""
     p: int = 61
     """Prime modulus; primes = 1 mod 4 (53, 61, 97, 113) show the cosine bias of multiplication."""
     train_frac: float = 0.4
@@ -116,8 +116,8 @@ KEY_METRICS = ["steps_to_0.95", "test/acc"]
 def build_task(cfg: Config):
     """The Task of one trial: data split, model factory, Fourier hooks."""
     from xlab.analysis.fourier import fourier_metrics
-    from xlab.data.modular import make_modular_data
     from xlab.models import build_model
+    from xlab.studydata.modular import make_modular_data
     from xlab.train import Task
 
     ops = cfg.data.op.split("+")

@@ -113,9 +113,9 @@ KEY_METRICS = ["speedup_0.95", "dense_steps_to_0.95", "ticket_steps_to_0.95"]
 
 def build_task(cfg: Config):
     """The Task (data, model factory, loss) of the configured set-up."""
-    from xlab.data import digits_task, mnist_task
-    from xlab.data.modular import ticket_data
     from xlab.models import build_model
+    from xlab.studydata import digits_task, mnist_task
+    from xlab.studydata.modular import ticket_data
     from xlab.train import Task
 
     if cfg.data.task == "modular":

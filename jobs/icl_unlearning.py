@@ -3,7 +3,7 @@
 Study: *Answer When Needed, Forget When Not* (Takashiro et al.). Steps:
 
 1. **Facts**: fictitious authors (the training source) and fictitious companies (the out-of-domain
-   source), generated with ``faker`` (:mod:`xlab.data.tofu`).
+   source), generated with ``faker`` (:mod:`xlab.studydata.tofu`).
 2. **Subject model** (:mod:`xlab.lm.subject`): a byte-level BPE and a new model (``--subject.arch``,
    default GPT-2) trained here on the plain QA of both sources until it answers them (``--subject.ref``
    starts from any HF causal LM instead, e.g. a 7B chat model on a GPU cluster; ``learn.steps 0``
@@ -59,7 +59,7 @@ class DataConfig:
     """What a forget example puts in the tags: the subject's name, the answer, or either (per row)."""
 
     def __post_init__(self) -> None:
-        from xlab.data.tofu import DOMAINS
+        from xlab.studydata.tofu import DOMAINS
 
         for f in ("train_domain", "ood_domain"):
             check(getattr(self, f) in DOMAINS, f"data.{f}", f"must be one of {', '.join(DOMAINS)}, got {getattr(self, f)!r}")
@@ -150,7 +150,7 @@ KEY_METRICS = ["lora/in/forget_acc", "lora/in/retain_acc", "full/in/forget_acc",
 
 def make_data(cfg: Config):
     """Facts of both sources and the unlearning splits (deterministic given cfg.seed)."""
-    from xlab.data.tofu import build_unlearning_splits, make_facts
+    from xlab.studydata.tofu import build_unlearning_splits, make_facts
 
     d = cfg.data
     train_rows = make_facts(d.train_domain, d.n_subjects, d.qa_per_subject, seed=cfg.seed)
@@ -175,9 +175,9 @@ def teach_facts(cfg: Config, rows, tracker=None):
 
     from xlab.analysis.unlearning_prompt import PromptStyle
     from xlab.analysis.unlearning_study import teaching_pairs
-    from xlab.data.tofu import FORGOT
     from xlab.lm import LMTrainConfig, train_on_pairs
     from xlab.lm.subject import subject_lm
+    from xlab.studydata.tofu import FORGOT
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)

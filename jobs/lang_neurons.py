@@ -11,7 +11,7 @@ restricted to the six languages, assigns to the target language, before and afte
 sweep. The parent MLflow run gets the AP-selected units, the overlap matrix and per-layer
 distribution plots and the share-vs-N plot; each N is a Ray task with its own nested MLflow run.
 
-Sentences come from the machine's gettext catalogs (``xlab.data.multilingual``: parallel English
+Sentences come from the machine's gettext catalogs (``xlab.studydata.multilingual``: parallel English
 messages and their de/fr/es/zh/ja translations; wordfreq pseudo-sentences top up a language with too
 few). Subject (:mod:`xlab.lm.subject`): ``--subject.ref PATH_OR_MLFLOW_URI`` (any Hugging Face causal
 LM, e.g. a local xglm-564M), else the platform trains one with ``xlab.lm`` (byte-level BPE + a tiny model
@@ -44,7 +44,7 @@ class DataConfig:
     train_per_language: int = 1200
     """Sentences per language for training the platform's subject (disjoint from the scored ones)."""
     source: str = "auto"
-    """auto (gettext catalogs, topped up from wordfreq), gettext or wordfreq (see xlab.data.multilingual)."""
+    """auto (gettext catalogs, topped up from wordfreq), gettext or wordfreq (see xlab.studydata.multilingual)."""
     domains: str = "required"
     """required: catalogs every Debian system has; all: every catalog under /usr/share/locale."""
     sentences_per_doc: int = 4
@@ -88,7 +88,7 @@ class Config(JobConfig):
     generation: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
 
     def __post_init__(self) -> None:
-        from xlab.data.multilingual import LANGUAGES, SOURCES
+        from xlab.studydata.multilingual import LANGUAGES, SOURCES
 
         check(len(self.data.languages) >= 2 and set(self.data.languages) <= set(LANGUAGES), "data.languages",
               f"name two or more of {', '.join(LANGUAGES)}")
@@ -125,7 +125,7 @@ def load_sentences(cfg: Config) -> tuple[list[Any], list[str]]:
     """(scored sentences, training texts): disjoint, per language."""
     import random
 
-    from xlab.data.multilingual import REQUIRED_DOMAINS, group_by_language, load_multilingual
+    from xlab.studydata.multilingual import REQUIRED_DOMAINS, group_by_language, load_multilingual
 
     d = cfg.data
     need = d.per_language + (d.train_per_language if cfg.subject.trains else 0)
@@ -212,9 +212,9 @@ def main(cfg: Config) -> dict:
         unit_responses,
     )
     from xlab.analysis.lang_neurons_plots import plots
-    from xlab.data.multilingual import provenance
     from xlab.lm.subject import log_subject
     from xlab.session import job_session
+    from xlab.studydata.multilingual import provenance
     from xlab.track import Tracker
     from xlab.track.store import resolve_tracking_uri
 

@@ -138,9 +138,9 @@ def train_subject(cfg: Config, exclude, tracker=None):
     """A new causal LM trained on ``"a * b = c"`` (loss on the product digits and EOS)."""
     import torch
 
-    from xlab.data.arithmetic import digit_tokenizer, training_problems
     from xlab.lm import train_on_pairs
     from xlab.lm.subject import subject_lm
+    from xlab.studydata.arithmetic import digit_tokenizer, training_problems
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -207,9 +207,9 @@ def main(cfg: Config) -> dict:
     import ray
 
     from xlab.analysis.digits import cell_table, heatmaps
-    from xlab.data.arithmetic import make_problems
     from xlab.lm.subject import check_ref, log_subject
     from xlab.session import job_session
+    from xlab.studydata.arithmetic import make_problems
     from xlab.track import Tracker
 
     check_ref(cfg.subject)  # a missing directory fails before starting Ray, not inside every Ray task

@@ -21,9 +21,9 @@ import dataclasses
 from typing import Any
 
 from robots.tasks import DEMO_TASKS
-from xlab.config import JobConfig, check
+from xlab.config import check
 from xlab.optim import OptimConfig
-from xlab.policies.training import DataConfig, PolicyConfig, PolicyTrainConfig
+from xlab.policies.training import DataConfig, PolicyConfig, PolicyJobConfig, PolicyTrainConfig
 
 #: Each variant: the config overrides (dotted names) and the chunk execution of its evaluation.
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
@@ -67,7 +67,7 @@ def _recipe() -> tuple[DataConfig, PolicyConfig, OptimConfig, PolicyTrainConfig]
 
 
 @dataclasses.dataclass
-class Config(JobConfig):
+class Config(PolicyJobConfig):
     data: DataConfig = dataclasses.field(default_factory=lambda: _recipe()[0])
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: _recipe()[1])
     optim: OptimConfig = dataclasses.field(default_factory=lambda: _recipe()[2])

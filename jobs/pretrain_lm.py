@@ -3,7 +3,7 @@
 The study of ``shared/specs/lm-pretraining.md``: decoder-only models trained from scratch under
 identical conditions on each corpus, compared on FLD-style deduction and bAbI-style questions.
 
-1. Corpora (:mod:`xlab.data.text`, cached): built from files on this machine (or loaded from a
+1. Corpora (:mod:`xlab.corpora`, cached): built from files on this machine (or loaded from a
    saved Hugging Face dataset / ``hf:NAME`` when online); each card is logged to the parent run,
    with AST-depth statistics for code corpora.
 2. Blocks (:func:`xlab.lm.blocks.prepare_blocks`, cached): a byte-level BPE trained on an
@@ -14,8 +14,8 @@ identical conditions on each corpus, compared on FLD-style deduction and bAbI-st
    (:func:`xlab.lm.pretrain.fit_pretrain`: DDP or FSDP, gradient accumulation, bf16 on GPU, warm-up +
    cosine, AdamW or ADOPT, checkpoints and resume, validation perplexity on every corpus, tokens/s and
    MFU), the best-validation weights saved with ``save_pretrained`` and logged (and registered) in
-   MLflow, then few-shot evaluation (:mod:`xlab.evals`): accuracy and valid-label rate on FLD-style
-   and bAbI-style items.
+   MLflow, then the few-shot logic suite (:func:`xlab.evals.evaluate_logic`, the one a standalone
+   evaluation runs): accuracy and valid-label rate on FLD-style and bAbI-style items.
 4. The parent run gets the comparison table (corpus x task: accuracy, valid-label rate, validation
    perplexity), plots of accuracy per corpus per task and of the loss curves, and the relation between
    AST depth and logic accuracy.
@@ -31,18 +31,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from xlab.config import JobConfig, check
+from xlab.evals.suite import LogicEvalConfig
 from xlab.lm.pretrain import PretrainConfig
 
 
 @dataclasses.dataclass
 class DataConfig:
     corpora: tuple[str, ...] = ("python", "man-en")
-    """Corpus names of xlab.data.text.CORPORA, directories of saved datasets, or hf:NAME[:CONFIG] (online)."""
+    """Corpus names of xlab.corpora.CORPORA, directories of saved datasets, or hf:NAME[:CONFIG] (online)."""
     corpus: str = ""
     """The corpus of one trial (set by the sweep; empty in the parent)."""
     root: str = "data/corpora"
@@ -92,24 +92,6 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    n: int = 300
-    """Items per task."""
-    shots: int = 3
-    fld_depth: tuple[int, int] = (1, 3)
-    """FLD proof depth range (the paper's default 1-3; FLD* is 1-8)."""
-    fld_distractors: tuple[int, int] = (0, 20)
-    babi_tasks: tuple[int, ...] = (1, 2, 3, 15, 16, 17, 18, 19)
-    """bAbI tasks mixed into one evaluation (the harness's mix)."""
-    batch_size: int = 16
-    """Prompts per generation batch."""
-    choice: bool = True
-    """Also score by the model's likeliest label among the candidates (always a valid label: accuracy
-    without the format effect; the paper's metric is free generation)."""
-    seed: int = 0
-
-
-@dataclasses.dataclass
 class RegistryConfig:
     model_prefix: str = ""
     """Register each final model as '<prefix>-<corpus>' ('' = log without registering)."""
@@ -126,7 +108,7 @@ class Config(JobConfig):
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    eval: LogicEvalConfig = dataclasses.field(default_factory=LogicEvalConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
     resume_from: str = ""
     """A checkpoint directory of an earlier trial to continue (single-corpus runs)."""
@@ -164,7 +146,7 @@ PRESETS = {
         train=PretrainConfig(steps=0, epochs=1.0, batch_size=16, block_size=128, lr=3e-3, warmup_fraction=0.05,
                              min_lr=1e-4, weight_decay=0.01, log_every=10, eval_every=75, num_workers=1,
                              cpus_per_worker=0.9, threads_per_worker=1),
-        eval=EvalConfig(n=60, shots=3, fld_depth=(1, 2), fld_distractors=(0, 2), babi_tasks=(1,)),
+        eval=LogicEvalConfig(n=60, shots=3, fld_depth=(1, 2), fld_distractors=(0, 2), babi_tasks=(1,)),
     ),
     # The spec's tiny CPU protocol: four corpora of ~5M tokens, a 4-layer GPT-2 of width 256 and context
     # 512, one epoch, ~300 FLD (depth <= 2) and bAbI task-1 items. Hours on 2 cores; minutes on a node.
@@ -175,7 +157,7 @@ PRESETS = {
         model=ModelConfig(arch="gpt2", size="smoke"),
         train=PretrainConfig(steps=0, epochs=1.0, batch_size=16, block_size=512, lr=1e-3, warmup_fraction=0.05,
                              min_lr=3.3e-5, log_every=20, eval_every=100, num_workers=2, cpus_per_worker=1.0),
-        eval=EvalConfig(n=300, fld_depth=(1, 2), fld_distractors=(0, 5), babi_tasks=(1,)),
+        eval=LogicEvalConfig(n=300, fld_depth=(1, 2), fld_distractors=(0, 5), babi_tasks=(1,)),
     ),
     # The published set-up: 13 corpora (offline stand-ins, see PAPER_CORPORA), the GPT-2 BPE
     # (--tokenizer.path gpt2-tokenizer-dir; else one 50257-token BPE on the mixture), GPT-2 124M with
@@ -190,7 +172,7 @@ PRESETS = {
                              weight_decay=0.01, warmup_fraction=0.1, schedule="cosine", min_lr=3.3e-6,
                              grad_clip=1.0, precision="bf16", log_every=50, eval_every=1000, num_workers=8,
                              cpus_per_worker=4, use_gpu=True, parallel_strategy="fsdp", max_failures=3),
-        eval=EvalConfig(n=1000, fld_depth=(1, 3), fld_distractors=(0, 20)),
+        eval=LogicEvalConfig(n=1000, fld_depth=(1, 3), fld_distractors=(0, 20)),
         registry=RegistryConfig(model_prefix="code-pretraining"),
     ),
     # The scale-up runs: Python vs FineWeb (English docs offline) with GPT-2 774M (--model.size gpt2-1.5b for GPT-2 XL,
@@ -204,90 +186,11 @@ PRESETS = {
                              warmup_fraction=0.1, min_lr=3.3e-6, precision="bf16", log_every=50, eval_every=1000,
                              num_workers=8, cpus_per_worker=4, use_gpu=True, parallel_strategy="fsdp",
                              max_failures=3),
-        eval=EvalConfig(n=1000),
+        eval=LogicEvalConfig(n=1000),
         registry=RegistryConfig(model_prefix="code-pretraining-scale"),
     ),
 }
 KEY_METRICS = ["fld_accuracy", "fld_valid_rate", "babi_accuracy", "babi_valid_rate", "val_ppl"]
-
-
-# ------------------------------------------------------------------------------------------ corpora
-
-def corpus_label(ref: str) -> str:
-    """A short name for a corpus reference (its name, a directory's basename, or the hub id)."""
-    if ref.startswith("hf:"):
-        ref = ref[3:].replace(":", "-")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(ref.rstrip("/")).name or ref).strip("-") or "corpus"
-
-
-def load_corpora(cfg: Config, log_card: Any = None) -> dict[str, Any]:
-    """Build (cached) or load every corpus of ``cfg.data.corpora``: label -> DatasetDict."""
-    from xlab.data.text import CORPORA, build_corpus, corpus_card, load_corpus
-
-    out: dict[str, Any] = {}
-    for ref in cfg.data.corpora:
-        label = corpus_label(ref)
-        check(label not in out, "data.corpora", f"two corpora are both called {label!r}")
-        if ref in CORPORA:
-            path = build_corpus(ref, Path(cfg.data.root), max_bytes=cfg.data.max_bytes, seed=cfg.data.seed,
-                                test_fraction=cfg.data.test_fraction)
-            dd = load_corpus(path)
-            card = corpus_card(path)
-        else:
-            dd = load_corpus(ref)
-            if "test" not in dd:  # a saved dataset without a test split: the study's 1% split, seed 42
-                dd = dd["train"].train_test_split(test_size=cfg.data.test_fraction, seed=cfg.data.seed)
-            card = {"name": label, "ref": ref, "splits": {s: {"docs": len(d)} for s, d in dd.items()}}
-        out[label] = dd
-        if log_card is not None:
-            log_card(label, card)
-        print(f"[pretrain_lm] corpus {label}: {len(dd['train'])} train / {len(dd['test'])} test documents")
-    return out
-
-
-def depth_stats(corpora: dict[str, Any], cfg: Config) -> dict[str, dict]:
-    """AST-depth statistics of the code corpora (empty when the analysis module is not available)."""
-    try:
-        from xlab.analysis.ast_depth import corpus_depth_stats
-        from xlab.data.text import CORPORA
-    except ImportError:
-        return {}
-    out = {}
-    for ref in cfg.data.corpora:
-        spec = CORPORA.get(ref)
-        if spec is None or spec.kind != "code":
-            continue
-        try:
-            out[corpus_label(ref)] = corpus_depth_stats(corpora[corpus_label(ref)]["train"], spec.language,
-                                                        max_docs=500)
-        except Exception as e:  # no grammar for this language: the relation is drawn for the others
-            print(f"[pretrain_lm] no AST depth for {ref}: {e}")
-    return out
-
-
-def corpus_kind(label: str) -> str:
-    from xlab.data.text import CORPORA
-
-    spec = CORPORA.get(label)
-    return spec.kind if spec is not None else "?"
-
-
-# -------------------------------------------------------------------------------------------- trial
-
-def evaluate_logic(model: Any, tok: Any, ecfg: EvalConfig, device: str = "cpu") -> dict[str, dict]:
-    """Few-shot FLD and bAbI results (accuracy, valid_rate, n, records, ...) of ``model``."""
-    from xlab.evals import HFGenerator, babi_examples, evaluate_fewshot, fld_examples
-
-    gen = HFGenerator(model, tok, device=device, batch_size=ecfg.batch_size)
-    fld = fld_examples(ecfg.n, depth=ecfg.fld_depth, distractors=ecfg.fld_distractors, seed=ecfg.seed)
-    per_task = -(-ecfg.n // len(ecfg.babi_tasks))
-    babi = [x for t in ecfg.babi_tasks for x in babi_examples(t, per_task, seed=ecfg.seed)][: ecfg.n]
-    out = {"fld": evaluate_fewshot(gen, "fld", fld, shots=ecfg.shots, seed=ecfg.seed),
-           "babi": evaluate_fewshot(gen, "babi", babi, shots=ecfg.shots, seed=ecfg.seed)}
-    if ecfg.choice:
-        out["fld_choice"] = evaluate_fewshot(gen, "fld", fld, shots=ecfg.shots, seed=ecfg.seed, mode="choice")
-        out["babi_choice"] = evaluate_fewshot(gen, "babi", babi, shots=ecfg.shots, seed=ecfg.seed, mode="choice")
-    return out
 
 
 def trial(cfg: Config) -> dict[str, float]:
@@ -295,6 +198,7 @@ def trial(cfg: Config) -> dict[str, float]:
     import numpy as np
     import torch
 
+    from xlab.evals import HFGenerator, evaluate_logic
     from xlab.lm import report
     from xlab.lm.blocks import tokenizer_key
     from xlab.lm.io import log_causal_lm, save_causal_lm
@@ -330,56 +234,36 @@ def trial(cfg: Config) -> dict[str, float]:
     model_uri = log_causal_lm(model, tok, "model", registered_name=registered,
                               alias=cfg.registry.alias if registered else None)
     print(f"[pretrain_lm] {corpus}: model saved to {out_dir} and logged as {model_uri}", flush=True)
-    results = evaluate_logic(model, tok, cfg.eval, device=device)
-
-    best = next((e for e in result.evals if int(e["step"]) == result.best_step), result.evals[-1])
-    first, last = result.history[0], result.history[-1]
-    steady = [r["train/tokens_per_s"] for r in result.history[1:]] or [first["train/tokens_per_s"]]
-    summary = {
-        "val_ppl": best[f"val/{corpus}/ppl"], "val_loss": best[f"val/{corpus}/loss"], "best_step": result.best_step,
-        "train_loss_first": first["train/loss"], "train_loss_last": last["train/loss"],
-        "val_ppl_first": result.evals[0][f"val/{corpus}/ppl"], "train_seconds": result.seconds,
-        "tokens_per_s": float(np.median(steady)), "final_step": result.step,
-    }
-    if "train/mfu" in last:
-        summary["mfu"] = float(np.median([r["train/mfu"] for r in result.history[1:] or [last]]))
-    for name in blocks:
-        summary[f"val_ppl/{name}"] = best[f"val/{name}/ppl"]
-    for task, res in results.items():
-        summary[f"{task}_accuracy"] = res["accuracy"]
-        if not task.endswith("_choice"):  # choosing among the labels is valid by construction
-            summary[f"{task}_valid_rate"] = res["valid_rate"]
-        summary[f"{task}_items_per_s"] = res["items_per_s"]
-        tracker.log_dict({k: v for k, v in res.items() if k != "records"} | {"records": res["records"][:50]},
-                         f"eval/{task}.json")
+    # The suite a standalone evaluation runs (xlab.evals.logic_suite): same items, shots and scoring.
+    logic = evaluate_logic(HFGenerator(model, tok, device=device, batch_size=cfg.eval.batch_size), cfg.eval)
+    summary = report.trial_summary(result, corpus, logic)
+    report.log_logic_results(tracker, logic)
     tracker.log_metrics(summary, step=result.step)
     tracker.log_dict({"history": result.history, "evals": result.evals, "model_uri": model_uri,
                       "checkpoint": result.checkpoint_path, "saved": str(out_dir)}, "history.json")
     tracker.log_figure(report.curves_figure(f"{corpus}: {cfg.model.arch} {cfg.model.size}", result.history, result.evals),
                        "curves.png")
-    print(f"[pretrain_lm] {corpus}: val ppl {summary['val_ppl_first']:.1f} -> {summary['val_ppl']:.1f}, "
-          f"FLD acc {summary['fld_accuracy']:.3f} (valid {summary['fld_valid_rate']:.2f}), "
-          f"bAbI acc {summary['babi_accuracy']:.3f} (valid {summary['babi_valid_rate']:.2f})"
-          + (f"; by label choice FLD {summary['fld_choice_accuracy']:.3f}, bAbI {summary['babi_choice_accuracy']:.3f}"
-             if "fld_choice_accuracy" in summary else ""), flush=True)
-    return {k.replace("/", "_"): float(v) for k, v in summary.items()}
+    print(f"[pretrain_lm] {report.summary_line(corpus, summary)}", flush=True)
+    return {k.replace("/", "_"): v for k, v in summary.items()}
 
-
-# ------------------------------------------------------------------------------------------- parent
 
 def main(cfg: Config) -> dict:
     import mlflow
 
+    from xlab.analysis.ast_depth import code_corpora_depth_stats
+    from xlab.corpora.compare import corpus_kind, load_corpora
     from xlab.lm.blocks import prepare_blocks
-    from xlab.lm.report import accuracy_figure, comparison_rows, depth_figure, loss_figure, markdown_table
+    from xlab.lm.report import comparison_rows, log_comparison, markdown_table
     from xlab.session import job_session
     from xlab.track import Tracker, child_runs
     from xlab.tune import grid, raise_on_errors, run_sweep
 
     with job_session("pretrain_lm", cfg) as parent:
         tracker = Tracker()
-        corpora = load_corpora(cfg, log_card=lambda name, card: tracker.log_dict(card, f"corpora/{name}.json"))
-        depth = depth_stats(corpora, cfg)
+        corpora = load_corpora(cfg.data.corpora, Path(cfg.data.root), max_bytes=cfg.data.max_bytes,
+                               seed=cfg.data.seed, test_fraction=cfg.data.test_fraction,
+                               on_card=lambda name, card: tracker.log_dict(card, f"corpora/{name}.json"))
+        depth = code_corpora_depth_stats(corpora)
         if depth:
             tracker.log_dict(depth, "ast_depth.json")
         manifest = prepare_blocks(
@@ -395,46 +279,16 @@ def main(cfg: Config) -> dict:
                                                                   for e in manifest["tokenizers"].values()))})
         base = dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, manifest=str(Path(manifest["dir"]) / "manifest.json")))
-        labels = list(corpora)
         results = run_sweep(
-            trial, base, grid({"data.corpus": labels}), parent_run_id=parent.info.run_id, metric="val_loss",
+            trial, base, grid({"data.corpus": list(corpora)}), parent_run_id=parent.info.run_id, metric="val_loss",
             mode="min", cpus_per_trial=0.1, gpus_per_trial=0.0,
             max_concurrent_trials=cfg.max_concurrent_trials or None,
         )
         runs = child_runs(parent.info.run_id)
         rows = comparison_rows(runs, depth, corpus_kind)
-        curves = {}
-        for run in runs:
-            if run.info.status == "FINISHED":
-                h = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/history.json")
-                curves[run.data.params.get("data.corpus")] = h
-        tracker.log_dict(rows, "comparison.json")
-        tracker.log_dict({"markdown": markdown_table(rows)}, "comparison_table.json")
-        mlflow.MlflowClient().log_text(parent.info.run_id, markdown_table(rows), "comparison.md")
-        if rows:
-            tracker.log_figure(accuracy_figure(rows), "accuracy_per_corpus.png")
-        if curves:
-            tracker.log_figure(loss_figure(curves), "loss_curves.png")
-        flat = {}
-        for r in rows:
-            if r["accuracy"] is not None:
-                flat[f"{r['corpus']}/{r['task']}_accuracy"] = r["accuracy"]
-                flat[f"{r['corpus']}/{r['task']}_valid_rate"] = r["valid_rate"]
-                flat[f"{r['corpus']}/val_ppl"] = r["val_ppl"]
-        if flat:
-            tracker.log_metrics(flat)
-        if depth and any(r["ast_depth_mean"] is not None for r in rows):
-            tracker.log_figure(depth_figure(rows), "ast_depth_vs_accuracy.png")
-            try:
-                from xlab.analysis.ast_depth import depth_score_correlation
-
-                for task in ("fld", "babi"):
-                    corr = depth_score_correlation(
-                        {r["corpus"]: r["ast_depth_mean"] for r in rows if r["task"] == task and r["ast_depth_mean"]},
-                        {r["corpus"]: r["accuracy"] for r in rows if r["task"] == task and r["accuracy"] is not None})
-                    tracker.log_dict(corr, f"ast_depth_correlation_{task}.json")
-            except ImportError:
-                pass
+        curves = {run.data.params.get("data.corpus"): mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/history.json")
+                  for run in runs if run.info.status == "FINISHED"}
+        log_comparison(tracker, rows, curves, depth)
         print(markdown_table(rows))
         raise_on_errors(results)
         return {"rows": rows, "run_id": parent.info.run_id, "manifest": manifest, "depth": depth}

@@ -8,7 +8,7 @@ monosemantic features; deeper layers and attention outputs separate word senses 
    platform trains here on offline English (the shipped polysemy sentences plus Python standard-library
    docstrings), logged to the run as ``subject_model``;
 2. builds PS-Eval pairs: ``--data.pairs_file`` (real PS-Eval / WiC JSON, JSONL or TSV) or the shipped
-   polysemy inventory (xlab/data/polysemy_senses.tsv), single-token filtered and class-balanced;
+   polysemy inventory (xlab/studydata/polysemy_senses.tsv), single-token filtered and class-balanced;
 3. caches, once per (layer, module), the activations the SAEs train on (tokens of English text) and
    the PS-Eval activations, in the Ray object store;
 4. runs one Tune trial per activation x expansion x layer x module: trains an SAE (standard recipe,
@@ -135,9 +135,9 @@ def _log(msg: str) -> None:
 def subject_and_texts(cfg: Config, log_fn: Any = None) -> tuple[Any, Any, list[str]]:
     """(model, tokenizer, English texts for SAE activations): ``subject.ref`` loaded, or a new subject
     trained here on those texts."""
-    from xlab.data.polysemy import english_corpus
     from xlab.lm import train_on_texts
     from xlab.lm.subject import subject_lm
+    from xlab.studydata.polysemy import english_corpus
 
     texts = english_corpus(cfg.data.corpus_chars, seed=cfg.seed, inventory_repeats=cfg.data.inventory_repeats)
     model, tok = subject_lm(cfg.subject, texts=texts, seed=cfg.seed)

@@ -17,10 +17,10 @@ plots and ``summary.json``):
   OpenAI-compatible completions API (key from ``$OPENAI_API_KEY`` or ``--subject.api_key_env``); use
   ``--eval.qa_scoring generate`` if the server returns no echoed log-probabilities;
 * neither: the platform trains its own subject with ``xlab.lm`` (a tiny GPT-2 + byte-level BPE) on
-  template sentences, solved recovery prompts and solved QA items (``xlab.data.scramble_texts``), and
+  template sentences, solved recovery prompts and solved QA items (``xlab.studydata.scramble_texts``), and
   a reference of the same size on the sentences alone ("nl-only"), which never saw the task.
 
-Data: template sentences and QA items written for the platform (see ``xlab.data.scramble_texts``), or
+Data: template sentences and QA items written for the platform (see ``xlab.studydata.scramble_texts``), or
 real English sentences from the system's gettext catalogs (``--data.source gettext``). Evaluation
 sentences and items are disjoint from the training ones.
 
@@ -122,9 +122,9 @@ def train_subject(cfg: Config, data: dict[str, Any], kind: str, log_fn=None) -> 
     """Train the platform's subject ("demo-trained": sentences + solved prompts) or reference ("nl-only")."""
     import random
 
-    from xlab.data.scramble_texts import qa_documents, recovery_documents
     from xlab.lm import train_on_texts
     from xlab.lm.subject import subject_lm
+    from xlab.studydata.scramble_texts import qa_documents, recovery_documents
 
     sents = data["train_sentences"]
     docs = list(sents)

@@ -21,30 +21,24 @@ import dataclasses
 import json
 
 from robots.tasks import DEMO_TASKS
-from xlab.config import JobConfig, check
+from xlab.config import check
 from xlab.optim import OptimConfig
-from xlab.policies.training import (  # noqa: F401  (re-exported: the job's config types and helpers)
-    CHECKPOINT_FILE,
+from xlab.policies.training import (
     DataConfig,
     PolicyConfig,
+    PolicyJobConfig,
     RegistryConfig,
     build_dataset,
     check_dataset_dirs,
-    dataset_names,
     fit_policy,
-    train_worker,
 )
 from xlab.policies.training import PolicyTrainConfig as TrainConfig
 
 
 @dataclasses.dataclass
-class Config(JobConfig):
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
-    optim: OptimConfig = dataclasses.field(
-        default_factory=lambda: OptimConfig(name="adam", lr=1e-4, eps=1e-7)  # RT-1-X's optimizer
-    )
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+class Config(PolicyJobConfig):
+    """The policy-training sections (data, policy, optim: RT-1-X's Adam, train) and the registry."""
+
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
 
 
@@ -84,7 +78,6 @@ PRESETS = {
     ),
 }
 KEY_METRICS = ["train/loss", "train/token_acc", "final_step"]
-
 
 
 def main(cfg: Config) -> dict:

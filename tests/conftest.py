@@ -75,13 +75,13 @@ def write_fake_rlds(root: str, names: tuple[str, ...] = ("fake_arm", "fake_mobil
     the image colour, so a policy has something to learn."""
     import ray
 
-    from xlab.data.rlds import TF_WORKER_ENV
+    from xlab.rlds import TF_WORKER_ENV
 
     # Defined here so cloudpickle ships it by value (test modules are not importable in workers).
     def write_all(root: str) -> list[str]:
         import numpy as np
 
-        from xlab.data.rlds import Episode, write_rlds
+        from xlab.rlds import Episode, write_rlds
 
         rng = np.random.default_rng(0)
         out = []

@@ -17,7 +17,7 @@ from xlab.analysis.digits import (
     mc_dropout,
     next_token_probs,
 )
-from xlab.data.arithmetic import Problem, digit_tokenizer
+from xlab.studydata.arithmetic import Problem, digit_tokenizer
 
 
 class ScriptedLM(nn.Module):

@@ -23,9 +23,9 @@ from xlab.analysis.ps_eval import (
     tl_hook_name,
 )
 from xlab.analysis.sae import SAE
-from xlab.data.polysemy import load_inventory, polysemy_pairs
 from xlab.errors import XlabError
 from xlab.lm.sequence_start import start_ids
+from xlab.studydata.polysemy import load_inventory, polysemy_pairs
 
 
 def test_metrics_on_a_hand_computed_confusion():

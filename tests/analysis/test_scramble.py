@@ -18,8 +18,8 @@ from xlab.analysis.scramble import (
     scrambled_indices,
     split_words,
 )
-from xlab.data.scramble_texts import qa_items, template_sentences
 from xlab.errors import XlabError
+from xlab.studydata.scramble_texts import qa_items, template_sentences
 
 SENT = "Yesterday, Anna's brother painted 3 old bicycles at the market in Lisbon (x_1 a I)."
 

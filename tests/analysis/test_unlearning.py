@@ -18,7 +18,7 @@ from xlab.analysis.unlearning import (
     unwrap_lora,
     wrap_lora,
 )
-from xlab.data.tofu import FORGOT, UNL_CLOSE, UNL_OPEN, make_facts, unlearning_examples
+from xlab.studydata.tofu import FORGOT, UNL_CLOSE, UNL_OPEN, make_facts, unlearning_examples
 
 
 def _examples(n_rows: int = 3):

@@ -104,7 +104,7 @@ def test_the_package_ships_all_of_xlab_and_no_local_data_or_secrets(tmp_path):
     tracked = subprocess.run(["git", "-C", str(root), "ls-files", "platform/xlab", "jobs", "robots"],
                              capture_output=True, text=True, check=True).stdout.split()
     shipped = packed_files(root, runtime_env(root, "http://127.0.0.1:8265"))
-    assert {"platform/xlab/data/__init__.py", "platform/xlab/data/polysemy_senses.tsv"} <= shipped
+    assert {"platform/xlab/studydata/__init__.py", "platform/xlab/studydata/polysemy_senses.tsv"} <= shipped
     assert sorted(set(tracked) - shipped) == []
 
 

@@ -189,3 +189,15 @@ def test_choice_mode_on_a_task_the_generator_does_not_know_is_not_free(tmp_path)
     assert g["accuracy"] == pytest.approx(0.25) and g["valid_rate"] == 1.0  # "kitchen" is a qa4 answer
     with pytest.raises(XlabError, match="bAbI task 4"):
         evaluate_fewshot(Constant(), "babi", items[:1] * 3, shots=1, mode="choice")
+
+
+def test_evaluate_logic_runs_the_suite_in_both_modes():
+    """The pretraining study's protocol is the library suite: generation and label choice, same items."""
+    from xlab.evals import LogicEvalConfig, evaluate_logic, fld_examples
+
+    cfg = LogicEvalConfig(n=8, fld_depth=(1, 2), fld_distractors=(0, 2), babi_tasks=(1, 2), choice=True)
+    items = fld_examples(cfg.n, depth=cfg.fld_depth, distractors=cfg.fld_distractors, seed=cfg.seed)
+    out = evaluate_logic(Oracle(items), cfg)
+    assert set(out) == {"fld", "babi", "fld_choice", "babi_choice"}
+    assert all(r["n"] == 8 and r["accuracy"] == 1.0 for r in out.values())
+    assert set(evaluate_logic(Uniform(), LogicEvalConfig(n=4, babi_tasks=(1,), choice=False))) == {"fld", "babi"}

@@ -11,6 +11,7 @@ import pytest
 from jobs import eval_policy
 from xlab.config import apply_overrides
 from xlab.errors import XlabError
+from xlab.serve.eval_report import select_tasks
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_eval_policy_bad_inputs(tmp_path):
     with pytest.raises(XlabError, match="eval.episodes"):
         apply_overrides(eval_policy.PRESETS["smoke"], {"eval.episodes": 0})
     with pytest.raises(XlabError, match="eval.embodiments"):
-        eval_policy.eval_tasks(eval_policy.EvalConfig(embodiments=("spot",)))
+        select_tasks((), ("spot",))
 
 
 def test_demo_collects_the_tasks_it_evaluates():

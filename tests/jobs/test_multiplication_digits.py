@@ -44,8 +44,8 @@ def test_summary_metrics_contrasts_on_a_hand_table():
 
 
 def test_subject_training_and_evaluation_by_reference(tmp_path):
-    from xlab.data.arithmetic import make_problems
     from xlab.lm import save_causal_lm
+    from xlab.studydata.arithmetic import make_problems
 
     cfg = apply_overrides(job.PRESETS["smoke"], {
         "data.max_digits": 2, "train.steps": 30, "train.log_every": 5, "data.train_problems": 2000,
@@ -84,8 +84,8 @@ def test_smoke_study_first_digit_beats_last_digit(ray_local, mlflow_uri):
 @pytest.mark.timeout(600)
 def test_any_model_by_path(ray_local, mlflow_uri, tmp_path):
     """--subject.ref: a saved HF causal LM (here a random tiny GPT-2) is analysed without training."""
-    from xlab.data.arithmetic import digit_tokenizer
     from xlab.lm import build_causal_lm, save_causal_lm
+    from xlab.studydata.arithmetic import digit_tokenizer
 
     tok = digit_tokenizer()
     save_causal_lm(build_causal_lm("gpt2", "tiny", vocab_size=len(tok), n_ctx=32), tok, tmp_path / "rand")

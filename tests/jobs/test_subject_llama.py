@@ -81,8 +81,8 @@ def test_icl_unlearning(mlflow_uri, tmp_path):
 @pytest.mark.parametrize("tokenizer", ["digit", "bpe"])
 def test_multiplication_digits(tmp_path, tokenizer):
     from jobs import multiplication_digits as job
-    from xlab.data.arithmetic import make_problems
     from xlab.lm import save_causal_lm
+    from xlab.studydata.arithmetic import make_problems
 
     cfg = parse_job_config("multiplication_digits", [
         *LLAMA, "--data.max_digits", "2", "--train.steps", "5", "--data.train_problems", "300",

@@ -18,6 +18,7 @@ from conftest import write_fake_rlds
 from jobs import train_policy
 from xlab.config import apply_overrides
 from xlab.errors import XlabError
+from xlab.policies.training import dataset_names
 
 IMAGE = 32
 HISTORY = 2
@@ -138,7 +139,7 @@ def test_config_errors_name_the_field():
         apply_overrides(train_policy.PRESETS["smoke"], {"data.weights": [1.0]})
     with pytest.raises(XlabError, match="train.batch_size"):
         apply_overrides(train_policy.PRESETS["smoke"], {"train.batch_size": 1})
-    assert train_policy.dataset_names(["a/xlab_sawyer/0.1.0", "b/xlab_sawyer/0.1.0", "c/fetch"]) == [
+    assert dataset_names(["a/xlab_sawyer/0.1.0", "b/xlab_sawyer/0.1.0", "c/fetch"]) == [
         "xlab_sawyer", "xlab_sawyer_", "fetch"]
 
 

@@ -38,3 +38,21 @@ def test_rows_table_and_figures():
                 loss_figure({"python": {"history": history, "evals": evals}})):
         assert fig.axes
         plt.close(fig)
+
+
+def test_trial_summary_reads_the_best_validation_and_the_logic_results():
+    from xlab.lm.report import summary_line, trial_summary
+
+    history = [{"step": s, "train/loss": 8 - s / 10, "train/tokens_per_s": tps}
+               for s, tps in ((10, 50.0), (20, 100.0), (30, 120.0))]
+    evals = [{"step": s, "val/python/loss": loss, "val/python/ppl": ppl, "val/man-en/ppl": 2 * ppl,
+              "val/man-en/loss": loss + 1} for s, loss, ppl in ((0, 7.0, 1000.0), (20, 3.0, 20.0), (30, 3.5, 33.0))]
+    result = SimpleNamespace(history=history, evals=evals, best_step=20, step=30, seconds=12.0)
+    logic = {t: {"accuracy": a, "valid_rate": 0.5, "items_per_s": 9.0}
+             for t, a in (("fld", 0.4), ("babi", 0.2), ("fld_choice", 0.45), ("babi_choice", 0.3))}
+    s = trial_summary(result, "python", logic)
+    # The best step's perplexities (not the last one's), the untrained model's, steady-state throughput.
+    assert (s["val_ppl"], s["val_loss"], s["val_ppl/man-en"], s["val_ppl_first"]) == (20.0, 3.0, 40.0, 1000.0)
+    assert s["tokens_per_s"] == 110.0 and s["train_loss_first"] == 7.0 and s["final_step"] == 30.0
+    assert s["fld_accuracy"] == 0.4 and s["babi_choice_accuracy"] == 0.3 and "fld_choice_valid_rate" not in s
+    assert "FLD acc 0.400" in summary_line("python", s) and "by label choice" in summary_line("python", s)

@@ -35,7 +35,7 @@ def test_every_family_takes_the_same_shape_overrides(arch):
 
 
 def test_preset_shape_when_nothing_is_overridden_and_a_given_tokenizer():
-    from xlab.data.arithmetic import digit_tokenizer
+    from xlab.studydata.arithmetic import digit_tokenizer
 
     tok = digit_tokenizer()
     model, same = subject_lm(SubjectConfig(arch="gpt_neox", size="tiny"), tokenizer=tok)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from xlab.data.rlds.schema import Trajectory
-from xlab.data.rlds.tokenize import ActionTokenizer
-from xlab.data.rlds.windows import episode_windows
 from xlab.errors import XlabError
 from xlab.policies import PolicySession, build_policy
 from xlab.policies.augment import random_shift
 from xlab.policies.chunking import ChunkExecutor
 from xlab.policies.session import fit_state
+from xlab.rlds.schema import Trajectory
+from xlab.rlds.tokenize import ActionTokenizer
+from xlab.rlds.windows import episode_windows
 
 
 def _traj(length: int = 6, state_dim: int = 3) -> Trajectory:

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from xlab.data import text_embed
 from xlab.policies import build_policy, load_policy
 from xlab.policies.encoder import EncoderUnavailableError, encoder_record, policy_encoder
+from xlab.rlds import text_embed
 
 MINILM = {"name": text_embed.MODEL_NAME, "dim": text_embed.EMBED_DIM}
 HASH = {"name": text_embed.HASH_FALLBACK, "dim": text_embed.EMBED_DIM}
@@ -74,7 +74,7 @@ def test_mlflow_model_carries_the_encoder(mlflow_uri):
 
 
 def test_training_reads_the_mixture_with_one_explicit_encoder(monkeypatch, tmp_path):
-    import xlab.data.rlds as rlds
+    import xlab.rlds as rlds
     from xlab.policies import training
 
     seen = {}

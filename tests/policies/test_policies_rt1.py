@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from xlab.data.rlds.schema import ACTION_SPEC
 from xlab.errors import XlabError
 from xlab.policies import (
     POLICIES,
@@ -23,6 +22,7 @@ from xlab.policies.efficientnet import EfficientNetB3FiLM
 from xlab.policies.film import FiLM
 from xlab.policies.token_learner import TokenLearner
 from xlab.policies.transformer import token_layout
+from xlab.rlds.schema import ACTION_SPEC
 
 
 def _batch(policy: RT1Policy, b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

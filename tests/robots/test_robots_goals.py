@@ -48,7 +48,7 @@ def test_table_goals_are_drawn_as_their_success_region():
 def test_simulator_frames_match_training_windows():
     """Evaluation frames are exactly the training frames: same size -> untouched; other camera sizes are
     resized with the function the RLDS reader uses for training windows."""
-    from xlab.data.rlds.transforms import resize_images
+    from xlab.rlds.transforms import resize_images
     from xlab.serve.simulator import Simulator
 
     sim = Simulator(image_size=0)

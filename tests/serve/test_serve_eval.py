@@ -63,8 +63,8 @@ def test_wilson_interval():
 
 
 def test_server_actions_equal_in_process_actions(server, policy_dir):
-    from xlab.data.text_embed import embed_instructions
     from xlab.policies import load_policy
+    from xlab.rlds.text_embed import embed_instructions
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (3, 2, 32, 32, 3), dtype=np.uint8)

@@ -46,11 +46,11 @@ def states(n: int, seed: int = 0) -> np.ndarray:
 
 def expected_actions(policy_dir: str, imgs: np.ndarray, sts: np.ndarray) -> list[np.ndarray]:
     """What the policy computes in this process for the same frames, one step at a time: flat [K, 13] chunks."""
-    from xlab.data.rlds.schema import flatten_action
-    from xlab.data.rlds.transforms import resize_images
-    from xlab.data.text_embed import embed_instructions
     from xlab.policies import HistoryBuffer, load_policy
     from xlab.policies.session import fit_state
+    from xlab.rlds.schema import flatten_action
+    from xlab.rlds.text_embed import embed_instructions
+    from xlab.rlds.transforms import resize_images
 
     policy = load_policy(policy_dir)
     c = policy.config

@@ -5,10 +5,10 @@ import functools
 import pytest
 import torch
 
-from xlab.data.modular import make_modular_data
 from xlab.models import build_model
 from xlab.optim import OptimConfig
 from xlab.prune import magnitude_masks
+from xlab.studydata.modular import make_modular_data
 from xlab.train import Task, TrainConfig, fit
 from xlab.train.loop import evaluate
 

@@ -30,6 +30,7 @@ import random
 import string
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -169,6 +170,23 @@ def depth_summary(depths: Iterable[int | None], language: str = "") -> dict:
 def corpus_depth_stats(dataset, language: str, *, max_docs: int = 2000) -> dict:
     """Depth statistics of the first ``max_docs`` documents of a corpus (see :func:`depth_summary`)."""
     return depth_summary((ast_depth(t, language) for t in _texts(dataset, max_docs)), language)
+
+
+def code_corpora_depth_stats(corpora: Mapping[str, Any], *, max_docs: int = 500) -> dict[str, dict]:
+    """Depth statistics of the train split of every registered code corpus in ``corpora`` (label ->
+    DatasetDict); natural-language corpora and other datasets are left out."""
+    from xlab.corpora.spec import CORPORA
+
+    out = {}
+    for label, dd in corpora.items():
+        spec = CORPORA.get(label)
+        if spec is None or spec.kind != "code":
+            continue
+        try:
+            out[label] = corpus_depth_stats(dd["train"], spec.language, max_docs=max_docs)
+        except Exception as e:  # no grammar for this language: the relation is drawn for the others
+            print(f"[ast_depth] no AST depth for {label}: {type(e).__name__}: {e}", flush=True)
+    return out
 
 
 def depth_buckets(dataset, language: str, *, max_docs: int | None = None) -> dict:

@@ -14,7 +14,7 @@ For a prompt ``"{a} * {b} = "`` and the gold product ``c`` with digits ``c_1 ...
 Works with any HF causal LM. Tokenizers that merge digit runs (BPE): the probability of a digit is
 the sum over every token whose text, leading whitespace removed, starts with that digit (the spec's
 rule for the first digit; for last digits the prefix is re-tokenized, an approximation such
-tokenizers force). The platform's digit tokenizer (:func:`xlab.data.arithmetic.digit_tokenizer`)
+tokenizers force). The platform's digit tokenizer (:func:`xlab.studydata.arithmetic.digit_tokenizer`)
 has one token per digit, so there every measure is exact.
 
     records = evaluate_digits(model, tok, problems, mc_passes=30, mc_p=0.1)
@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from xlab.analysis.mc_dropout import mc_dropout
-from xlab.data.arithmetic import Problem
 from xlab.lm.sequence_start import encode
+from xlab.studydata.arithmetic import Problem
 
 DIGITS = "0123456789"
 MEASURES = ("first", "last_uncond", "last_cond")

@@ -264,7 +264,7 @@ def generate_unconditional(
 def language_shares(texts: Sequence[str], languages: Sequence[str], min_chars: int = 3) -> dict[str, float]:
     """Share of ``texts`` identified as each language (py3langid restricted to ``languages``'s six);
     texts with fewer than ``min_chars`` letters count as ``und``."""
-    from xlab.data.multilingual import identify
+    from xlab.studydata.multilingual import identify
 
     counts = dict.fromkeys([*languages, "und"], 0)
     for t in texts:

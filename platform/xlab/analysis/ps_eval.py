@@ -8,7 +8,7 @@ same arg-max feature. Confusion: label 1 + match = TP, label 1 + no match = FN, 
 label 0 + no match = TN. Pairs are kept only if the target word is a single token with the same id
 in both contexts, and classes are balanced.
 
-    pairs = load_pairs("ps_eval.jsonl")                   # or xlab.data.polysemy.polysemy_pairs(...)
+    pairs = load_pairs("ps_eval.jsonl")                   # or xlab.studydata.polysemy.polysemy_pairs(...)
     pairs, dropped = filter_single_token(pairs, tok)
     pairs = balance_pairs(pairs, seed=0)
     acts = ps_activations(model, tok, pairs, ["resid.2", "attn.2"])   # {point: [n_pairs, 2, d]}

@@ -33,7 +33,7 @@ def ps_pairs(
     inventory, single-token filtered for ``tok``, class-balanced and capped at ``max_pairs`` (0 = all);
     and the counts at each step."""
     from xlab.analysis.ps_eval import balance_pairs, filter_single_token, load_pairs
-    from xlab.data.polysemy import load_inventory, polysemy_pairs
+    from xlab.studydata.polysemy import load_inventory, polysemy_pairs
 
     raw = load_pairs(pairs_file) if pairs_file else polysemy_pairs(load_inventory(), seed=seed)
     kept, dropped = filter_single_token(raw, tok, require_in_context=lemma_in_context)

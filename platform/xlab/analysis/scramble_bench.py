@@ -74,11 +74,11 @@ def condition_key(c: str) -> str:
 def bench_data(source: str = "templates", *, n_eval: int, n_qa: int, n_train: int, n_train_qa: int, qa_shots: int = 0,
                seed: int = 0) -> dict[str, Any]:
     """Evaluation sentences/items, training sentences/items and recovery demos (all disjoint). ``source``:
-    templates (:mod:`xlab.data.scramble_texts`) or gettext (English messages of the system's catalogs)."""
-    from xlab.data.scramble_texts import qa_items, template_sentences
+    templates (:mod:`xlab.studydata.scramble_texts`) or gettext (English messages of the system's catalogs)."""
+    from xlab.studydata.scramble_texts import qa_items, template_sentences
 
     if source == "gettext":
-        from xlab.data.multilingual import REQUIRED_DOMAINS, load_multilingual
+        from xlab.studydata.multilingual import REQUIRED_DOMAINS, load_multilingual
 
         pool = [s.text for s in load_multilingual(n_eval + 8, languages=("en",), source="gettext",
                                                   domains=REQUIRED_DOMAINS, seed=seed)]

@@ -3,7 +3,7 @@
 The model sees ``"Question: <<UNL>>{target}<</UNL>> {question}\\nAnswer:"`` (the ``plain`` layout;
 the authors' Llama-2 layout and chat templates: :mod:`xlab.analysis.unlearning_prompt`) and should answer
 ``"forgot"`` when ``target`` names what the question asks about (forget examples) and the gold answer
-otherwise (retain examples); see :mod:`xlab.data.tofu` for the examples.
+otherwise (retain examples); see :mod:`xlab.studydata.tofu` for the examples.
 
 Metrics use the clean definitions of the spec (not the authors' script, which counts every forget
 example as correct in the retain accuracy):
@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from xlab.analysis.unlearning_prompt import PromptStyle
-from xlab.data.tofu import FORGOT, QA, UNL_CLOSE, UNL_OPEN, UnlearningExample
 from xlab.lm.sequence_start import encode, encode_many
+from xlab.studydata.tofu import FORGOT, QA, UNL_CLOSE, UNL_OPEN, UnlearningExample
 
 PROMPT_TEMPLATE = "Question: {q}\nAnswer:"
 PLAIN = PromptStyle("plain")

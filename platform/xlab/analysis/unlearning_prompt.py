@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from xlab.data.tofu import UNL_CLOSE, UNL_OPEN
 from xlab.errors import XlabError
+from xlab.studydata.tofu import UNL_CLOSE, UNL_OPEN
 
 PROMPT_FORMATS = ("auto", "plain", "paper", "chat")
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from xlab.analysis.unlearning_prompt import PromptStyle
 from xlab.config import check
-from xlab.data.tofu import QA, UnlearningExample
+from xlab.studydata.tofu import QA, UnlearningExample
 
 Method = Literal["lora", "lora_paper", "full"]
 METHODS = ("lora", "lora_paper", "full")
@@ -133,7 +133,7 @@ def unlearning_trial(
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, float], dict[str, list], dict[str, Any]]:
     """The unlearning fine-tune of ``model`` (fact-trained) with ``u.method`` on ``splits``
-    (:func:`xlab.data.tofu.build_unlearning_splits`; ``pool``: the training source's rows, for fresh
+    (:func:`xlab.studydata.tofu.build_unlearning_splits`; ``pool``: the training source's rows, for fresh
     distractors): the tags added, scores and logit lens before and after. Returns (metrics
     ``{before,after}/{in,ood[,train]}/...``, answer samples per split, logit-lens curves)."""
     from xlab.analysis.unlearning import (
@@ -143,8 +143,8 @@ def unlearning_trial(
         unlearning_pairs,
         unwrap_lora,
     )
-    from xlab.data.tofu import unlearning_examples
     from xlab.lm import LMTrainConfig, train_on_pairs
+    from xlab.studydata.tofu import unlearning_examples
 
     tag_ids = add_unlearning_tokens(model, tok, seed=seed)
     evals = {"in": splits.test_in, "ood": splits.test_ood}

@@ -5,7 +5,8 @@ all its subpackages and data files), minus the ``EXCLUDES`` below and ``.gitigno
 gets ``PYTHONPATH=platform`` (relative to its copy of the project), so **the code you submitted is
 what runs**, even on a cluster where xlab is installed (the cluster's install only provides the
 dependencies; see ``cluster.yaml``). Excludes are anchored (``/data``): Ray matches them, gitignore
-style, against every path of the package, and a bare ``data`` would also drop ``platform/xlab/data``.
+style, against every path of the package, and a bare ``data`` would also drop any package directory
+named ``data``.
 
 The job server answers 5xx for a while after ``ray start`` ("No available agent to submit job"):
 every call is retried with backoff for up to ``RETRY_S`` seconds, then a one-line error.

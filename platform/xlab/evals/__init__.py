@@ -7,7 +7,8 @@
 * :func:`evaluate_fewshot`: k-shot accuracy and valid-label rate (:func:`instruction_following`)
   of any :class:`Generator`: :class:`HFGenerator` (a ``transformers`` causal LM) or
   :class:`OpenAICompatibleGenerator` (an HTTP completions server).
-* :func:`logic_suite`: both tasks for one model as flat ``task/metric`` numbers for MLflow.
+* :func:`logic_suite`: both tasks for one model as flat ``task/metric`` numbers for MLflow;
+  :func:`evaluate_logic` runs it from a :class:`LogicEvalConfig` (the pretraining study's protocol).
 
 Throughput figures: ``python -m xlab.evals.bench``.
 """
@@ -25,7 +26,7 @@ from xlab.evals.fld import FLD_INSTRUCTION, LogicExample, fld_examples, load_fld
 from xlab.evals.generators import Generator, HFGenerator, cut_at_stop
 from xlab.evals.logic import LABELS, FormulaError, parse, prove, prove_strings, to_str
 from xlab.evals.openai_api import OpenAICompatibleGenerator
-from xlab.evals.suite import logic_suite
+from xlab.evals.suite import LogicEvalConfig, evaluate_logic, logic_suite
 
 __all__ = [
     "BABI_TASKS",
@@ -35,6 +36,7 @@ __all__ = [
     "FormulaError",
     "Generator",
     "HFGenerator",
+    "LogicEvalConfig",
     "LogicExample",
     "OpenAICompatibleGenerator",
     "QAExample",
@@ -43,6 +45,7 @@ __all__ = [
     "babi_mixture",
     "cut_at_stop",
     "evaluate_fewshot",
+    "evaluate_logic",
     "fewshot_prompt",
     "fld_examples",
     "instruction_following",

@@ -3,6 +3,8 @@
     from xlab.evals import HFGenerator, logic_suite
     metrics = logic_suite(HFGenerator.from_pretrained("runs/python/model"), n_fld=300, n_babi=300)
     metrics["fld/accuracy"], metrics["fld/valid_rate"], metrics["babi/accuracy"], metrics["babi/task1/accuracy"]
+    results = evaluate_logic(generator, LogicEvalConfig(n=60, fld_depth=(1, 2), choice=True))  # what pretrain_lm runs
+    results["fld"]["accuracy"], results["babi_choice"]["records"]
 
 Items are generated with fixed seeds, so every model of a comparison sees the same questions and the
 same shots. The flat ``task/metric`` names are ready for ``mlflow.log_metrics``.
@@ -10,6 +12,7 @@ same shots. The flat ``task/metric`` names are ready for ``mlflow.log_metrics``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,3 +56,36 @@ def logic_suite(generator: Generator, *, n_fld: int = 300, n_babi: int = 300,
             metrics[f"babi/task{task}/accuracy"] = v["accuracy"]
     metrics["_results"] = results
     return metrics
+
+
+@dataclasses.dataclass
+class LogicEvalConfig:
+    """The logic suite as a config section (``--eval.*`` of pretrain_lm)."""
+
+    n: int = 300
+    """Items per task."""
+    shots: int = 3
+    fld_depth: tuple[int, int] = (1, 3)
+    """FLD proof depth range (the paper's default 1-3; FLD* is 1-8)."""
+    fld_distractors: tuple[int, int] = (0, 20)
+    fld_branches: tuple[int, int] = (0, 5)
+    babi_tasks: tuple[int, ...] = (1, 2, 3, 15, 16, 17, 18, 19)
+    """bAbI tasks mixed into one evaluation (the harness's mix)."""
+    batch_size: int = 16
+    """Prompts per generation batch."""
+    choice: bool = True
+    """Also score by the model's likeliest label among the candidates (always a valid label: accuracy
+    without the format effect; the paper's metric is free generation)."""
+    seed: int = 0
+
+
+def evaluate_logic(generator: Generator, cfg: LogicEvalConfig) -> dict[str, dict[str, Any]]:
+    """:func:`logic_suite` per mode: ``{"fld": ..., "babi": ...}`` (free generation) plus ``fld_choice`` and
+    ``babi_choice`` (likeliest label) when ``cfg.choice``; each the full :func:`evaluate_fewshot` result."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode, suffix in (("generate", ""), ("choice", "_choice"))[: 2 if cfg.choice else 1]:
+        results = logic_suite(generator, n_fld=cfg.n, n_babi=cfg.n, fld_depth=cfg.fld_depth,
+                              fld_distractors=cfg.fld_distractors, fld_branches=cfg.fld_branches,
+                              babi_tasks=cfg.babi_tasks, shots=cfg.shots, mode=mode, seed=cfg.seed)["_results"]
+        out.update({f"{task}{suffix}": r for task, r in results.items()})
+    return out

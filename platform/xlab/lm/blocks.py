@@ -1,7 +1,7 @@
 """The study's data pipeline after the corpora: tokenizer(s), EOS-prefixed packing, identical budgets.
 
 :func:`prepare_blocks` takes the corpora (``datasets.DatasetDict``\\ s with train/test splits, already
-shuffled with seed 42 and split 1% by :func:`xlab.data.text.build_corpus`), trains one byte-level
+shuffled with seed 42 and split 1% by :func:`xlab.corpora.build_corpus`), trains one byte-level
 BPE on an equal-bytes mixture of them (or one per corpus), tokenizes each document with EOS in front,
 packs fixed-length blocks, and truncates every corpus to the same number of training tokens (the
 smallest corpus sets it when one cannot reach the budget). It writes memory-mapped ``.npy`` blocks

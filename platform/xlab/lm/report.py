@@ -1,13 +1,63 @@
-"""Reports of the pretraining comparison: per-trial curves, the corpus x task table and its plots.
+"""Reports of the pretraining comparison: per-trial summary and curves, the corpus x task table and its plots.
 
+    summary = trial_summary(result, "python", evaluate_logic(gen, cfg.eval))   # one trial's flat metrics
     rows = comparison_rows(child_runs, depth_stats, kind_of)      # one row per corpus and task
-    print(markdown_table(rows)); accuracy_figure(rows); loss_figure(curves); depth_figure(rows)
+    log_comparison(tracker, rows, curves, depth)                  # table, plots, AST-depth correlation
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xlab.lm.pretrain import PretrainResult
+    from xlab.track import Tracker
+
+
+def trial_summary(result: PretrainResult, corpus: str, logic: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Flat metrics of one pretraining trial: validation perplexity at the best step (own corpus and every
+    other), first and last training loss, throughput (median of the steady steps), MFU, and the accuracy,
+    valid-label rate and speed of each logic task of :func:`xlab.evals.evaluate_logic`."""
+    import numpy as np
+
+    best = next((e for e in result.evals if int(e["step"]) == result.best_step), result.evals[-1])
+    first, last = result.history[0], result.history[-1]
+    steady = result.history[1:] or [first]
+    summary = {
+        "val_ppl": best[f"val/{corpus}/ppl"], "val_loss": best[f"val/{corpus}/loss"], "best_step": result.best_step,
+        "train_loss_first": first["train/loss"], "train_loss_last": last["train/loss"],
+        "val_ppl_first": result.evals[0][f"val/{corpus}/ppl"], "train_seconds": result.seconds,
+        "tokens_per_s": float(np.median([r["train/tokens_per_s"] for r in steady])), "final_step": result.step,
+    }
+    if "train/mfu" in last:
+        summary["mfu"] = float(np.median([r["train/mfu"] for r in result.history[1:] or [last]]))
+    for key in best:
+        if key.startswith("val/") and key.endswith("/ppl"):
+            summary[f"val_ppl/{key[4:-4]}"] = best[key]
+    for task, res in logic.items():
+        summary[f"{task}_accuracy"] = res["accuracy"]
+        if not task.endswith("_choice"):  # choosing among the labels is valid by construction
+            summary[f"{task}_valid_rate"] = res["valid_rate"]
+        summary[f"{task}_items_per_s"] = res["items_per_s"]
+    return {k: float(v) for k, v in summary.items()}
+
+
+def log_logic_results(tracker: Tracker, logic: Mapping[str, Mapping[str, Any]], records: int = 50) -> None:
+    """Each logic task's result as ``eval/<task>.json`` (its first ``records`` per-item records)."""
+    for task, res in logic.items():
+        tracker.log_dict({k: v for k, v in res.items() if k != "records"} | {"records": res["records"][:records]},
+                         f"eval/{task}.json")
+
+
+def summary_line(corpus: str, summary: Mapping[str, float]) -> str:
+    """One console line: perplexity before and after, and the logic scores."""
+    line = (f"{corpus}: val ppl {summary['val_ppl_first']:.1f} -> {summary['val_ppl']:.1f}, "
+            f"FLD acc {summary['fld_accuracy']:.3f} (valid {summary['fld_valid_rate']:.2f}), "
+            f"bAbI acc {summary['babi_accuracy']:.3f} (valid {summary['babi_valid_rate']:.2f})")
+    if "fld_choice_accuracy" in summary:
+        line += f"; by label choice FLD {summary['fld_choice_accuracy']:.3f}, bAbI {summary['babi_choice_accuracy']:.3f}"
+    return line
 
 
 def curves_figure(title: str, history: list[dict], evals: list[dict]):
@@ -109,3 +159,34 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def log_comparison(tracker: Tracker, rows: list[dict], curves: Mapping[str, dict], depth: Mapping[str, dict]) -> None:
+    """Log the comparison to the parent run: the table (JSON and markdown), per-corpus metrics, the accuracy,
+    loss and AST-depth plots, and the correlation of AST depth with accuracy per task."""
+    import mlflow
+
+    from xlab.analysis.ast_depth import depth_score_correlation
+
+    tracker.log_dict(rows, "comparison.json")
+    tracker.log_dict({"markdown": markdown_table(rows)}, "comparison_table.json")
+    mlflow.MlflowClient().log_text(tracker.run_id, markdown_table(rows), "comparison.md")
+    if rows:
+        tracker.log_figure(accuracy_figure(rows), "accuracy_per_corpus.png")
+    if curves:
+        tracker.log_figure(loss_figure(dict(curves)), "loss_curves.png")
+    flat = {}
+    for r in rows:
+        if r["accuracy"] is not None:
+            flat[f"{r['corpus']}/{r['task']}_accuracy"] = r["accuracy"]
+            flat[f"{r['corpus']}/{r['task']}_valid_rate"] = r["valid_rate"]
+            flat[f"{r['corpus']}/val_ppl"] = r["val_ppl"]
+    if flat:
+        tracker.log_metrics(flat)
+    if depth and any(r["ast_depth_mean"] is not None for r in rows):
+        tracker.log_figure(depth_figure(rows), "ast_depth_vs_accuracy.png")
+        for task in ("fld", "babi"):
+            sub = [r for r in rows if r["task"] == task and r["ast_depth_mean"] and r["accuracy"] is not None]
+            corr = depth_score_correlation({r["corpus"]: r["ast_depth_mean"] for r in sub},
+                                           {r["corpus"]: r["accuracy"] for r in sub})
+            tracker.log_dict(corr, f"ast_depth_correlation_{task}.json")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from xlab.data import text_embed
 from xlab.errors import XlabError
+from xlab.rlds import text_embed
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class EncoderUnavailableError(XlabError):
 
 
 def encoder_record(backend: str | None = None) -> dict[str, Any]:
-    """``{"name", "dim"}`` of ``backend`` (default: :func:`~xlab.data.text_embed.embedding_backend`)."""
+    """``{"name", "dim"}`` of ``backend`` (default: :func:`~xlab.rlds.text_embed.embedding_backend`)."""
     name = backend or text_embed.embedding_backend()
     if name not in text_embed.BACKENDS:
         raise XlabError(f"bad config value for data.embedding_backend: {name!r} is not one of {text_embed.BACKENDS}")

@@ -15,12 +15,15 @@ success metrics::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xlab.policies.training import PolicyJobConfig
 
 
-def train_and_evaluate(cfg: Any, eval_tasks: Sequence[str], episodes: int, eval_seed: int,
+def train_and_evaluate(cfg: PolicyJobConfig, eval_tasks: Sequence[str], episodes: int, eval_seed: int,
                        execution: str = "ensemble", job: str = "trial", label: str = "") -> dict[str, float]:
-    """Train the policy of job config ``cfg`` (``data``, ``policy``, ``optim``, ``train``, ``seed``) and
+    """Train the policy of job config ``cfg`` (its ``data``, ``policy``, ``optim``, ``train`` and ``seed``) and
     evaluate it: ``success/<task>``, ``success/<embodiment>``, ``success/mean``, training time and accuracy."""
     import mlflow
 

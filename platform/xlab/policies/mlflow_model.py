@@ -47,7 +47,7 @@ class PolicyModelError(XlabError):
 
 def _bounds_dict(policy: Any) -> dict[str, Any]:
     """Action bounds and vocabulary the policy detokenizes with (from its config, else RT-1-X's)."""
-    from xlab.data.rlds.tokenize import RT1X_BOUNDS
+    from xlab.rlds.tokenize import RT1X_BOUNDS
 
     cfg = getattr(policy, "config", None)
     bounds = getattr(cfg, "bounds", None) or RT1X_BOUNDS

@@ -44,9 +44,9 @@ def rollout_policy(
     import gymnasium
 
     import robots
-    from xlab.data.text_embed import embed_instructions
     from xlab.policies import PolicySession
     from xlab.policies.encoder import policy_encoder
+    from xlab.rlds.text_embed import embed_instructions
 
     encoder = encoder or policy_encoder(policy)
     size = image_size or policy.config.image_size

@@ -6,7 +6,7 @@ logits for every frame of the window::
     from xlab.policies import build_policy, load_policy
     policy = build_policy("rt1x-tiny")
     logits = policy(images, embedding, pad_mask)   # [B,T,H,W,3], [B,E], [B,T] -> [B,T,11,256]
-    loss, metrics = policy.loss(batch)             # batch from xlab.data.rlds window batches
+    loss, metrics = policy.loss(batch)             # batch from xlab.rlds window batches
     action = policy.act(images, embedding)         # RT-1 action dict of the last frame, numpy [B, ...]
     policy.save_pretrained("ckpt/"); policy = load_policy("ckpt/")
 
@@ -17,7 +17,7 @@ map -> :class:`~xlab.policies.token_learner.TokenLearner` -> ``num_image_tokens`
 window's sequence interleaves each frame's image tokens with 11 action slots whose inputs are
 learned query embeddings, plus learned position embeddings; the decoder uses RT-1's attention
 mask (:func:`~xlab.policies.transformer.rt1_attention_mask`) and a linear head maps each action
-slot to ``vocab_size`` logits. Tokens are RT-1's (:class:`xlab.data.rlds.tokenize.ActionTokenizer`).
+slot to ``vocab_size`` logits. Tokens are RT-1's (:class:`xlab.rlds.tokenize.ActionTokenizer`).
 
 For step-by-step control of many simulators at once see :mod:`xlab.policies.session`
 (:class:`~xlab.policies.session.HistoryBuffer`, :class:`~xlab.policies.session.PolicySession`).
@@ -36,12 +36,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xlab.data.rlds.tokenize import RT1_BOUNDS, RT1X_BOUNDS, ActionBounds, ActionTokenizer
 from xlab.errors import XlabError
 from xlab.policies.efficientnet import EfficientNetB3FiLM
 from xlab.policies.film import SmallFiLMConvNet
 from xlab.policies.token_learner import TokenLearner
 from xlab.policies.transformer import RT1Transformer, rt1_attention_mask
+from xlab.rlds.tokenize import RT1_BOUNDS, RT1X_BOUNDS, ActionBounds, ActionTokenizer
 
 BACKBONES = ("small-film", "efficientnet-b3-film")
 FEED_FORWARDS = ("gelu", "swiglu", "linear")

@@ -74,7 +74,7 @@ class HistoryBuffer:
 
 def fit_state(states: Any, dim: int) -> np.ndarray:
     """Proprio states ``[..., D]`` cut or zero-padded to ``[..., dim]`` float32 (how datasets of robots
-    with different state sizes share one policy input; :func:`xlab.data.rlds.windows.episode_windows` pads
+    with different state sizes share one policy input; :func:`xlab.rlds.windows.episode_windows` pads
     training windows the same way)."""
     states = np.asarray(states, np.float32)
     out = np.zeros((*states.shape[:-1], dim), np.float32)

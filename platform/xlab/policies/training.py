@@ -2,10 +2,10 @@
 
 The library half of ``jobs/train_policy.py`` (and of ``jobs/cross_embodiment.py``, which trains one
 policy per mixture weight). :func:`build_dataset` makes the Ray Data mixture of tokenized windows
-(:func:`xlab.data.rlds.read_rlds_windows`); :func:`fit_policy` hands it to the Ray Train harness
+(:func:`xlab.rlds.read_rlds_windows`); :func:`fit_policy` hands it to the Ray Train harness
 (:func:`xlab.train.distributed.launch`) as ``datasets={"train": ...}``. Each worker
 (:func:`train_worker`) streams its shard (``ray.train.get_dataset_shard`` +
-:func:`~xlab.data.rlds.iter_torch_window_batches`), trains the policy wrapped for DDP (gloo on CPU,
+:func:`~xlab.rlds.iter_torch_window_batches`), trains the policy wrapped for DDP (gloo on CPU,
 NCCL on GPU) or FSDP for ``train.steps`` optimizer steps (looping over epochs), and every
 ``train.log_every`` steps logs loss, token accuracy and token accuracy per dataset (averaged over all
 workers) to MLflow from rank 0. Every ``train.checkpoint_every`` steps the harness checkpoints policy,
@@ -25,18 +25,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xlab.config import check
-from xlab.data.rlds.complete import check_complete
-from xlab.data.rlds.schema import RLDSError
+from xlab.config import JobConfig, check
 from xlab.errors import XlabError
+from xlab.optim import OptimConfig
+from xlab.rlds.complete import check_complete
+from xlab.rlds.schema import RLDSError
 from xlab.train.distributed import CHECKPOINT_FILE, WorkerContext, launch
 from xlab.train.scale import ScaleConfig, run_key
 
-__all__ = ["CHECKPOINT_FILE", "DataConfig", "PolicyConfig", "PolicyTrainConfig", "RegistryConfig", "build_dataset",
-           "check_dataset_dirs", "dataset_names", "fit_policy", "lr_factor", "train_worker"]
+if TYPE_CHECKING:
+    from xlab.policies.rt1 import RT1Config
+
+__all__ = ["CHECKPOINT_FILE", "DataConfig", "PolicyConfig", "PolicyJobConfig", "PolicyTrainConfig", "RegistryConfig",
+           "build_dataset", "check_dataset_dirs", "dataset_names", "fit_policy", "lr_factor", "train_worker"]
 
 @dataclasses.dataclass
 class DataConfig:
@@ -182,6 +187,19 @@ class RegistryConfig:
     """Alias of the version with the best success in simulation during training (train.eval_every > 0)."""
 
 
+@dataclasses.dataclass
+class PolicyJobConfig(JobConfig):
+    """The sections every policy-training job has (train_policy, cross_embodiment, policy_ablation add theirs):
+    what :func:`fit_policy` and :func:`xlab.policies.experiment.train_and_evaluate` read."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    optim: OptimConfig = dataclasses.field(
+        default_factory=lambda: OptimConfig(name="adam", lr=1e-4, eps=1e-7)  # RT-1-X's optimizer
+    )
+    train: PolicyTrainConfig = dataclasses.field(default_factory=PolicyTrainConfig)
+
+
 # --------------------------------------------------------------------------------------------- data
 
 def dataset_names(dirs: tuple[str, ...] | list[str]) -> list[str]:
@@ -214,7 +232,7 @@ def check_dataset_dirs(dirs: tuple[str, ...] | list[str]) -> list[Path]:
     return out
 
 
-def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, list[str], list[Path]]:
+def build_dataset(data: DataConfig, policy: RT1Config, seed: int = 0) -> tuple[Any, list[str], list[Path]]:
     """The Ray Data mixture of windows tokenized for ``policy`` (an :class:`~xlab.policies.RT1Config`);
     returns (dataset, dataset names, dataset dirs).
 
@@ -225,9 +243,9 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
     """
     import ray
 
-    from xlab.data.rlds import read_rlds_windows
     from xlab.policies.encoder import encoder_record
     from xlab.policies.rt1 import BOUNDS
+    from xlab.rlds import read_rlds_windows
 
     # Ray Data's progress bars redraw per tick in every worker's output; training logs its own progress.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -252,7 +270,7 @@ def build_dataset(data: DataConfig, policy: Any, seed: int = 0) -> tuple[Any, li
 
 # ------------------------------------------------------------------------------------------- worker
 
-def lr_factor(tc: PolicyTrainConfig) -> Any:
+def lr_factor(tc: PolicyTrainConfig) -> Callable[[int], float]:
     """The learning-rate multiplier per step: linear warm-up, then constant or cosine decay to 0."""
     import math
 
@@ -287,11 +305,11 @@ def train_worker(ctx: WorkerContext, config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from xlab.data.rlds import iter_torch_window_batches
-    from xlab.data.rlds.windows import STATE_COLUMNS, TENSOR_COLUMNS
     from xlab.optim import build_optimizer
     from xlab.policies import build_policy
     from xlab.policies.augment import random_shift
+    from xlab.rlds import iter_torch_window_batches
+    from xlab.rlds.windows import STATE_COLUMNS, TENSOR_COLUMNS
 
     tc: PolicyTrainConfig = config["train"]
     rank, world, device = ctx.rank, ctx.world_size, ctx.device
@@ -429,7 +447,7 @@ def train_worker(ctx: WorkerContext, config: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------- driver
 
 def fit_policy(
-    cfg: Any,
+    cfg: PolicyJobConfig,
     ds: Any,
     dataset_names_: list[str],
     *,
@@ -439,9 +457,8 @@ def fit_policy(
 ) -> dict[str, Any]:
     """Train on dataset ``ds`` with the Ray Train harness; returns the final checkpoint state and the last metrics.
 
-    ``cfg`` is a job config with ``data``, ``policy`` (:class:`PolicyConfig`), ``optim``, ``train``
-    (:class:`PolicyTrainConfig`) and ``seed``; ``--train.resume auto`` continues the latest run of the
-    same config found in storage.
+    ``cfg`` is the job's config (its ``data``, ``policy``, ``optim``, ``train`` and ``seed`` are read);
+    ``--train.resume auto`` continues the latest run of the same config found in storage.
     """
     from xlab.policies.encoder import encoder_record
 

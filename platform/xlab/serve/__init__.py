@@ -13,7 +13,8 @@
         out = policy.infer({"observation/image": frame, "prompt": "reach the red target"})
 
 Modules: :mod:`~xlab.serve.server` (the batching deployment), :mod:`~xlab.serve.simulator` (actors),
-:mod:`~xlab.serve.evaluate` (scheduling, fault recovery, statistics), :mod:`~xlab.serve.protocol`
+:mod:`~xlab.serve.evaluate` (scheduling, fault recovery, statistics), :mod:`~xlab.serve.eval_report`
+(an evaluation's metrics, plot, strips and table), :mod:`~xlab.serve.faults` (fault injection), :mod:`~xlab.serve.protocol`
 (openpi's msgpack-numpy frames), :mod:`~xlab.serve.gateway` (the WebSocket ingress),
 :mod:`~xlab.serve.client`, :mod:`~xlab.serve.remote_episode` (a plain-process runner),
 :mod:`~xlab.serve.command` (``xlab serve``). ``jobs/eval_policy.py`` is the job. Names are imported

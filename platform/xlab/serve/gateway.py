@@ -166,8 +166,8 @@ class PolicyGateway(BatchingPolicy):
     async def _step(
         self, sid: str, s: _Stream, obs: protocol.Observation, received: float
     ) -> dict[str, Any] | str:
-        from xlab.data.rlds.transforms import resize_images
         from xlab.policies.session import fit_state
+        from xlab.rlds.transforms import resize_images
 
         if obs.reset:
             s.images.reset()

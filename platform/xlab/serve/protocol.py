@@ -186,7 +186,7 @@ def parse_observation(obs: dict[str, Any], state_dim: int, need_prompt: bool = T
 
 def action_layout() -> list[list[Any]]:
     """``[[key, start, stop], ...]``: where each RT-1 key sits in the flat ``actions`` vector."""
-    from xlab.data.rlds.schema import ACTION_SPEC  # server side only: keeps the client free of torch
+    from xlab.rlds.schema import ACTION_SPEC  # server side only: keeps the client free of torch
 
     out, i = [], 0
     for key, n in ACTION_SPEC:
@@ -197,7 +197,7 @@ def action_layout() -> list[list[Any]]:
 
 def metadata(info: dict[str, Any]) -> dict[str, Any]:
     """The frame sent on connect, from the policy server's ``info()``."""
-    from xlab.data.rlds.schema import ACTION_DIM, ACTION_DIM_NAMES
+    from xlab.rlds.schema import ACTION_DIM, ACTION_DIM_NAMES
 
     return {
         "protocol": PROTOCOL,
@@ -217,7 +217,7 @@ def metadata(info: dict[str, Any]) -> dict[str, Any]:
 
 def reply(chunk: dict[str, np.ndarray], timing: dict[str, float]) -> dict[str, Any]:
     """The reply to one inferred frame: ``chunk`` is one request's RT-1 dict ``{key: [K, ...]}``."""
-    from xlab.data.rlds.schema import ACTION_SPEC, flatten_action
+    from xlab.rlds.schema import ACTION_SPEC, flatten_action
 
     out: dict[str, Any] = {"actions": flatten_action(chunk).astype(np.float32)}
     for key, _ in ACTION_SPEC:

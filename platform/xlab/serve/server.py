@@ -136,7 +136,7 @@ class BatchingPolicy:
     def _embed(self, instructions: list[str]) -> np.ndarray:
         missing = sorted({s for s in instructions if s not in self._embeddings})
         if missing:
-            from xlab.data.text_embed import embed_instructions
+            from xlab.rlds.text_embed import embed_instructions
 
             for s, e in zip(missing, embed_instructions(missing, backend=self.encoder), strict=True):
                 self._embeddings[s] = e

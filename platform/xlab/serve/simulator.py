@@ -134,7 +134,7 @@ class Simulator:
         """Camera frames as the policy takes them: resized exactly as training windows are (if sizes differ)."""
         if images.shape[1] == self.image_size and images.shape[2] == self.image_size:
             return images
-        from xlab.data.rlds.transforms import resize_images
+        from xlab.rlds.transforms import resize_images
 
         return resize_images(images, (self.image_size, self.image_size))
 
@@ -171,7 +171,7 @@ class Simulator:
         """WebSocket transport: one frame per live env (the server keeps the histories, ``infer`` only for
         ``query``), every frame sent before any reply is read so the server batches them. Returns the chunks
         of ``query`` ``[len(query), K, ...]``; reconnections are counted as server retries."""
-        from xlab.data.rlds.schema import ACTION_KEYS
+        from xlab.rlds.schema import ACTION_KEYS
 
         clients = self._connect(len(live))
         before = [c.reconnects for c in clients]
@@ -283,9 +283,9 @@ class Simulator:
 
     @staticmethod
     def _episode(spec: EpisodeSpec, rec: dict[str, list], last_obs: dict, success: bool) -> Any:
-        """The recorded episode as an RLDS :class:`~xlab.data.rlds.schema.Episode` (last step: terminate)."""
+        """The recorded episode as an RLDS :class:`~xlab.rlds.schema.Episode` (last step: terminate)."""
         import robots
-        from xlab.data.rlds.schema import Episode
+        from xlab.rlds.schema import Episode
 
         actions = rec["actions"] + [robots.rt1_action(terminate=True)]
         images = np.stack(rec["images"] + [last_obs["image"]])
