@@ -182,8 +182,8 @@ def test_a_submitted_job_trains_on_both_nodes_and_needs_shared_storage(two_nodes
 
     two_nodes.wait_nodes(2)
     args = "--preset smoke --sweep.ops add --data.p 13 --data.train_frac 0.5"
-    args += " --model.d_model 32 --model.d_mlp 64 --train.steps 40 --train.eval_every 20 --train.num_workers 2 --train.cpus_per_worker 0.5"
-    args += " --train.placement STRICT_SPREAD"
+    args += " --model.d_model 32 --model.d_mlp 64 --train.steps 40 --train.eval_every 20"
+    args += " --train.num_workers 2 --train.cpus_per_worker 0.5 --train.placement STRICT_SPREAD"
     env = {"RAY_AUTH_MODE": "token", "MLFLOW_TRACKING_URI": "", "XLAB_STORAGE_PATH": ""}
     submit = ("submit", "grokking", "--address", two_nodes.dashboard, "--wait", *args.split())
     refused = run_cli(*submit, env=env, cwd=tmp_path, timeout=900)
