@@ -279,7 +279,8 @@ def test_every_job_family_is_submitted_to_two_nodes(two_nodes, tmp_path):
     env = {"RAY_AUTH_MODE": "token", "MLFLOW_TRACKING_URI": "", "XLAB_STORAGE_PATH": str(storage)}
     two_workers = "--train.num_workers 2 --train.cpus_per_worker 0.5 --train.placement STRICT_SPREAD".split()
 
-    collect = "--preset smoke --collect.tasks xlab/fetch-reach-v0 --collect.episodes_per_task 6"
+    collect = "--preset smoke --collect.embodiments fetch --collect.tasks xlab/fetch-reach-v0"
+    collect += " --collect.episodes_per_task 6"
     collect += f" --collect.image_size 32 --collect.output_dir {shared / 'rlds'}"
     submit_and_wait(two_nodes, "collect_demos", *collect.split(), env=env, cwd=tmp_path)
     demos = shared / "rlds" / "xlab_fetch" / "0.1.0"
@@ -292,7 +293,7 @@ def test_every_job_family_is_submitted_to_two_nodes(two_nodes, tmp_path):
     assert len(set(_checkpoint_nodes(storage, "train_policy-"))) == 2
 
     lm = f"--preset smoke --data.corpora python --data.root {shared / 'corpora'} --data.work_dir {shared / 'lm'}"
-    lm += " --data.max_bytes 300000 --data.train_tokens 40000 --data.val_tokens 2048"
+    lm += " --data.max_bytes 300000 --data.test_fraction 0.1 --data.train_tokens 40000 --data.val_tokens 2048"
     lm += " --tokenizer.vocab_size 512 --tokenizer.train_bytes 100000"
     lm += " --train.eval_every 10 --train.log_every 5 --eval.n 4"
     submit_and_wait(two_nodes, "pretrain_lm", *lm.split(), *two_workers, env=env, cwd=tmp_path)
