@@ -34,11 +34,12 @@ def test_fsdp_policy_checkpoint_is_the_plain_policy_state(tmp_path):
         opt.step()
 
         model_state, optim_state = full_state_dicts(net, policy, opt, fsdp=True, prefix="policy.")
-        assert model_state.keys() == policy.state_dict().keys()  # no wrapper or FSDP names
+        fresh = build_policy("rt1x-tiny", image_size=32, history=2)
+        # A plain policy's names (FSDP has flattened the wrapped policy's own parameters away).
+        assert model_state.keys() == fresh.state_dict().keys()
         save_checkpoint({"policy": model_state, "optimizer": optim_state}, tmp_path / "state.pt")
         state = load_checkpoint(tmp_path / "state.pt", map_location="cpu")  # torch.load(weights_only=True)
 
-        fresh = build_policy("rt1x-tiny", image_size=32, history=2)
         fresh.load_state_dict(state["policy"])
         for k, v in net.state_dict().items():  # FSDP's own full view of the trained weights
             assert torch.equal(fresh.state_dict()[k.removeprefix("policy.")], v), k
