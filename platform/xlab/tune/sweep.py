@@ -55,7 +55,9 @@ def _trainable(
     trial_id = tune.get_context().get_trial_id()
     params = {**flatten(cfg), **{f"trial.{k}": v for k, v in config.items()}}
     # Which node ran the trial: on a cluster, where to look for its logs and what a node loss took with it.
-    where = {"ray.node_id": ray.get_runtime_context().get_node_id(), "ray.node_ip": ray.util.get_node_ip_address()}
+    node = ray.get_runtime_context().get_node_id()
+    ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "")  # the address Ray uses
+    where = {"ray.node_id": node, "ray.node_ip": ip}
     with child_run(
         parent_run_id,
         f"{_trial_name(config)}__{trial_id}",
