@@ -136,7 +136,7 @@ def storage(args: argparse.Namespace) -> dict:
 
 
 def node_ips() -> dict[str, str]:
-    """Node id -> its address (the head is 127.0.0.1, the second node 127.0.0.2)."""
+    """Node id -> the address Ray registered (the second node's is 127.0.0.2; Ray gives the head this machine's)."""
     import ray
 
     return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
