@@ -43,6 +43,8 @@ class EvalConfig:
     """Environments each simulator steps side by side (one server request per step for all of them)."""
     simulator_cpus: float = 0.25
     """CPUs reserved per simulator actor (fractional: many simulators share a core while they wait)."""
+    simulator_node_resource: str = ""
+    """Run the simulators only on the nodes that define this custom Ray resource (a CPU node type; '': anywhere)."""
     image_size: int = 0
     """Camera size the simulators render at (0: the policy's image size); other sizes are resized to the
     policy's exactly as training windows are (PIL bilinear), so match the size the demonstrations were
@@ -104,6 +106,8 @@ class ServerConfig:
     num_gpus: float = 0.0
     threads: int = 0
     """torch threads per replica (0: torch's default)."""
+    node_resource: str = ""
+    """Place the replicas only on the nodes that define this custom Ray resource (a GPU node type; '': anywhere)."""
 
     def __post_init__(self) -> None:
         check(self.replicas >= 1, "server.replicas", f"must be >= 1, got {self.replicas}")
@@ -183,7 +187,8 @@ def main(cfg: Config) -> dict:
             server_app = app_name(run.info.run_id)  # its own application: deleted below, and only it
             server = dict(replicas=cfg.server.replicas, max_batch_size=cfg.server.max_batch_size,
                           batch_wait_timeout_s=cfg.server.batch_wait_ms / 1000, num_cpus=cfg.server.num_cpus,
-                          num_gpus=cfg.server.num_gpus, threads=cfg.server.threads)
+                          num_gpus=cfg.server.num_gpus, threads=cfg.server.threads,
+                          node_resource=cfg.server.node_resource)
             if websocket:  # the same batching replica, with its WebSocket front at /<app>/ and a one-run key
                 import secrets
 
@@ -202,7 +207,7 @@ def main(cfg: Config) -> dict:
                                 record="full" if ev.record_rlds and c == "policy" else "strip")
         pool = SimulatorPool(ev.num_simulators, server_app=None if websocket else server_app,
                              image_size=ev.image_size, execution=ev.execution, num_cpus=ev.simulator_cpus,
-                             server_url=server_url, api_key=api_key)
+                             server_url=server_url, api_key=api_key, node_resource=ev.simulator_node_resource)
         print(f"[eval_policy] {len(specs)} episodes ({', '.join(controllers)} x {len(tasks)} tasks x {ev.episodes}) "
               f"on {ev.num_simulators} simulators", flush=True)
         last = [0.0]

@@ -7,6 +7,11 @@
   has its own ``/tmp/ray``. Without root (no ``unshare``) it gets a separate ``--temp-dir`` instead
   (``two_node_isolation`` says which).
 
+As root, both nodes also run **with the dependencies only**: in their mount namespaces the project's own
+install in this venv (xlab, jobs, robots, or an editable install's import hook) is hidden behind empty
+files, as on a cluster where only the dependencies were installed. Their processes import xlab only
+from what reaches them: a submission's package (``xlab submit``) or a driver's ``PYTHONPATH``.
+
 The trap this reproduces: with one temp dir shared by both nodes, the second node's runtime-env agent
 unpacks a job's working directory into the same per-session path, under the running driver
 (``FileNotFoundError`` from ``Path.cwd()``); and a storage path inside one node's private files (the
@@ -46,6 +51,22 @@ def _private_mounts_work() -> bool:
     )
 
 
+def project_install() -> list[Path]:
+    """Where this venv installed the project itself (package dirs, or an editable install's ``.pth`` and finder)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("xlab")
+    except metadata.PackageNotFoundError:
+        return []
+    tops = {f.parts[0] for f in dist.files or []}
+    skip = ("..", "__pycache__")  # the console script outside site-packages; compiled caches
+    paths = [
+        Path(dist.locate_file(t)) for t in sorted(tops) if t not in skip and not t.endswith(".dist-info")
+    ]
+    return [p for p in paths if p.exists()]
+
+
 class TwoNodeCluster:
     """A head and a worker node (see module docstring); ``address`` is the GCS, ``dashboard`` the job server."""
 
@@ -55,6 +76,8 @@ class TwoNodeCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="x2h", dir="/tmp")
         self.private_dir = tempfile.mkdtemp(prefix="x2w", dir="/tmp")
         self.isolation = "mount-namespace" if _private_mounts_work() else "separate-temp-dir"
+        self.empty_dir = tempfile.mkdtemp(prefix="x2e", dir="/tmp")  # mounted over installed package dirs
+        self.hidden = project_install() if self.isolation == "mount-namespace" else []
         self.port, self.dash_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{self.dash_port}"
@@ -76,13 +99,13 @@ class TwoNodeCluster:
             self.port, self.dash_port = free_port(), free_port()
             self.address = f"127.0.0.1:{self.port}"
             self.dashboard = f"http://127.0.0.1:{self.dash_port}"
-            self.head = self._popen("head", [
+            self.head = self._popen("head", self._namespaced([], [
                 str(BIN / "ray"), "start", "--head", "--block", f"--port={self.port}",
                 "--node-ip-address=127.0.0.1", f"--dashboard-port={self.dash_port}", "--dashboard-host=127.0.0.1",
                 "--include-dashboard=true", f"--num-cpus={self.cpus}", f"--temp-dir={self.temp_dir}",
                 f"--object-store-memory={self.store}", "--disable-usage-stats", '--resources={"head_node": 1}',
                 *agent_port_args(),
-            ])  # fmt: skip
+            ]))  # fmt: skip
             try:
                 wait_http(f"{self.dashboard}/api/version", timeout=120, proc=self.head)
                 break
@@ -107,11 +130,8 @@ class TwoNodeCluster:
             *agent_port_args(),
         ]
         if self.isolation == "mount-namespace":
-            inner = (
-                f"mount --bind {shlex.quote(self.private_dir)} {shlex.quote(self.temp_dir)} && "
-                f"exec {shlex.join([*ray_start, f'--temp-dir={self.temp_dir}'])}"
-            )
-            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner]
+            mounts = [(self.private_dir, self.temp_dir)]  # its own /tmp/ray at the head's path
+            cmd = self._namespaced(mounts, [*ray_start, f"--temp-dir={self.temp_dir}"])
         else:
             cmd = [*ray_start, f"--temp-dir={self.private_dir}"]
         for attempt in range(3):
@@ -123,6 +143,15 @@ class TwoNodeCluster:
                 stop_tree(self.worker)
                 if attempt == 2:
                     raise
+
+    def _namespaced(self, mounts: list[tuple[str, str]], cmd: list[str]) -> list[str]:
+        """``cmd`` in a private mount namespace with ``(source, target)`` bind mounts and the project's install
+        hidden (:func:`project_install`); ``cmd`` itself without a namespace (no root)."""
+        if self.isolation != "mount-namespace":
+            return cmd
+        mounts = [*mounts, *((os.devnull if p.is_file() else self.empty_dir, str(p)) for p in self.hidden)]
+        binds = "".join(f"mount --bind {shlex.quote(a)} {shlex.quote(b)} && " for a, b in mounts)
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", f"{binds}exec {shlex.join(cmd)}"]
 
     def _popen(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the process's life)
@@ -198,7 +227,7 @@ class TwoNodeCluster:
         finally:
             if self.head is not None:
                 stop_tree(self.head)
-            for d in (self.temp_dir, self.private_dir, self.log_dir):
+            for d in (self.temp_dir, self.private_dir, self.empty_dir, self.log_dir):
                 shutil.rmtree(d, ignore_errors=True)
 
     def driver_env(self, **extra: str) -> dict[str, str]:

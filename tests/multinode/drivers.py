@@ -3,6 +3,8 @@
     python tests/multinode/drivers.py lm OUT.json --work DIR --storage DIR [--steps N ...]
     python tests/multinode/drivers.py policy OUT.json --work DIR --storage DIR
     python tests/multinode/drivers.py storage OUT.json --storage DIR
+    python tests/multinode/drivers.py sweep OUT.json --cpus_per_trial N       # adopt_toy: 2 Tune trials
+    python tests/multinode/drivers.py serve OUT.json --work DIR               # replica on one node, simulators on the other
 
 They run as separate processes because the test process may already be the driver of another (local)
 Ray cluster. The cluster's workers import this checkout: the driver's runtime env puts it first on
@@ -133,9 +135,99 @@ def storage(args: argparse.Namespace) -> dict:
         return {"ok": False, "error": str(e)}
 
 
+def node_ips() -> dict[str, str]:
+    """Node id -> the address Ray registered (the second node's is 127.0.0.2; Ray gives the head this machine's)."""
+    import ray
+
+    return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+
+
+def sweep(args: argparse.Namespace) -> dict:
+    """The adopt_toy job (its own Ray Tune sweep): Adam and ADOPT, one trial each, ``cpus_per_trial`` CPUs."""
+    from jobs import adopt_toy
+    from xlab.config import apply_overrides
+    from xlab.track import child_runs
+
+    connect()
+    cfg = apply_overrides(
+        adopt_toy.PRESETS["smoke"],
+        {
+            "toy.steps": 4000,
+            "toy.runs": 8,
+            "toy.log_every": 1000,
+            "sweep.optimizers": ["adam", "adopt"],
+            "sweep.beta2": [0.5],
+            "sweep.cpus_per_trial": args.cpus_per_trial,
+        },
+    )
+    out = adopt_toy.main(cfg)
+    trials = [
+        {
+            "optimizer": r.data.params["toy.optimizer"],
+            "status": r.info.status,
+            "node_id": r.data.tags.get("ray.node_id"),
+            "node_ip": r.data.tags.get("ray.node_ip"),
+        }
+        for r in child_runs(out["run_id"])
+    ]
+    return {"run_id": out["run_id"], "trials": trials, "nodes": node_ips()}
+
+
+def serve_episodes(args: argparse.Namespace) -> dict:
+    """A tiny policy served by one replica on the second node (``worker_node``), two simulator actors on the
+    head (``head_node``): episodes stepped with the replica's actions."""
+    import torch
+    from ray import serve
+
+    from xlab.policies import build_policy
+    from xlab.serve import (
+        SimulatorPool,
+        make_specs,
+        run_episodes,
+        shutdown_policy_server,
+        start_policy_server,
+    )
+
+    connect()
+    torch.manual_seed(0)
+    path = build_policy("rt1x-tiny", image_size=32).save_pretrained(Path(args.work) / "policy")
+    app = "two-node-policy"
+    handle = start_policy_server(
+        str(path),
+        name=app,
+        max_batch_size=4,
+        batch_wait_timeout_s=0.5,
+        num_cpus=0.5,
+        node_resource="worker_node",
+    )
+    try:
+        pool = SimulatorPool(2, server_app=app, num_cpus=0.25, node_resource="head_node")
+        try:
+            specs = make_specs(["xlab/fetch-reach-v0"], 2, "policy", max_steps=args.steps)
+            results, _ = run_episodes(pool, specs, episode_timeout_s=300)
+            simulator_nodes = pool.node_ids()
+        finally:
+            pool.shutdown()
+        info = handle.info.remote().result(timeout_s=60)
+        stats = handle.stats.remote().result(timeout_s=60)
+    finally:
+        shutdown_policy_server(app)
+        serve.shutdown()  # Serve's controller is detached: it would outlive this driver on the cluster
+    return {
+        "replica_node": info["node_id"],
+        "simulator_nodes": simulator_nodes,
+        "nodes": node_ips(),
+        "episodes": [
+            {"status": r.status, "steps": r.steps, "server_replies": len(r.server_ms), "error": r.error}
+            for r in results
+        ],
+        "server_requests": stats["requests"],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["lm", "policy", "storage"])
+    p.add_argument("what", choices=["lm", "policy", "storage", "sweep", "serve"])
     p.add_argument("out")
     p.add_argument("--work", default="")
     p.add_argument("--storage", default="")
@@ -143,8 +235,10 @@ def main() -> None:
     p.add_argument("--checkpoint_every", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--resume", default="")
+    p.add_argument("--cpus_per_trial", type=float, default=1.0)
     args = p.parse_args()
-    result = {"lm": lm, "policy": policy, "storage": storage}[args.what](args)
+    drivers = {"lm": lm, "policy": policy, "storage": storage, "sweep": sweep, "serve": serve_episodes}
+    result = drivers[args.what](args)
     Path(args.out).write_text(json.dumps(result))
 
 

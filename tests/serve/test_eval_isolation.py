@@ -9,7 +9,7 @@ import pytest
 
 from xlab.errors import XlabError
 from xlab.serve import server as server_mod
-from xlab.serve.server import APP_NAME, app_name, check_server_resources
+from xlab.serve.server import APP_NAME, app_name, check_node_resource, check_server_resources
 
 
 def test_each_evaluation_gets_its_own_serve_application():
@@ -33,6 +33,21 @@ def test_server_resources_that_no_node_has_are_refused():
         check_server_resources(2, 1.0, 1.0, [{"CPU": 16.0, "GPU": 1.0}])
     with pytest.raises(XlabError, match="server.num_cpus"):
         check_server_resources(1, 4.0, 0.0, [{"CPU": 2.0}, {"CPU": 2.0}])
+
+
+def test_a_node_resource_no_node_defines_is_refused():
+    nodes = [{"CPU": 8.0, "head_node": 1.0, "node:127.0.0.1": 1.0}, {"CPU": 2.0, "GPU": 1.0, "gpu_node": 1.0}]
+    check_server_resources(1, 1.0, 1.0, nodes, "gpu_node")
+    with pytest.raises(XlabError, match="server.num_cpus"):  # the GPU node has 2 CPUs, the head's 8 do not count
+        check_server_resources(1, 4.0, 0.0, nodes, "gpu_node")
+    with pytest.raises(XlabError) as e:
+        check_server_resources(1, 1.0, 0.0, nodes, "worker_node")
+    assert str(e.value) == (
+        "bad config value for server.node_resource: no node of this cluster defines the resource 'worker_node' "
+        "(custom resources: gpu_node, head_node); start the node with "
+        "`ray start --resources='{\"worker_node\": 1}'` or leave server.node_resource empty"
+    )
+    assert check_node_resource("", nodes, "eval.simulator_node_resource") == nodes
 
 
 def test_start_policy_server_checks_resources_before_deploying(tmp_path, monkeypatch):

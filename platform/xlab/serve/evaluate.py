@@ -65,14 +65,21 @@ def make_specs(env_ids: Sequence[str], episodes: int, controller: str = "policy"
 
 
 class SimulatorPool:
-    """N restartable simulator actors (optionally connected to a policy server application)."""
+    """N restartable simulator actors (optionally connected to a policy server application); ``node_resource``:
+    only on the nodes that define this custom resource (see :data:`xlab.serve.server.NODE_SHARE`)."""
 
     def __init__(self, num_simulators: int, *, server_app: str | None = None, image_size: int = 0,
                  history: int = 0, num_cpus: float = 0.25, server_retries: int = 20,
-                 execution: str = "ensemble", server_url: str = "", api_key: str = "") -> None:
+                 execution: str = "ensemble", server_url: str = "", api_key: str = "",
+                 node_resource: str = "") -> None:
         import ray
 
-        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=num_cpus)(Simulator)
+        from xlab.serve.server import _alive_node_resources, check_node_resource, node_resources
+
+        if node_resource:
+            check_node_resource(node_resource, _alive_node_resources(), "eval.simulator_node_resource")
+        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=num_cpus,
+                               resources=node_resources(node_resource))(Simulator)
         self.actors = [
             actor_cls.options(name=None).remote(server_app, image_size, history, server_retries, f"sim-{i}",
                                                 execution, server_url, api_key)
@@ -88,6 +95,12 @@ class SimulatorPool:
         import ray
 
         return ray.get([a.pid.remote() for a in self.actors])
+
+    def node_ids(self) -> list[str]:
+        """The Ray node of each simulator."""
+        import ray
+
+        return ray.get([a.node_id.remote() for a in self.actors])
 
     def kill(self, index: int | None = None) -> int:
         """Kill actor ``index`` (default: a busy one) the way a crash would; Ray restarts it and the

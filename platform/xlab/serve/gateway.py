@@ -218,17 +218,24 @@ def start_gateway(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     threads: int = 0,
+    node_resource: str = "",
 ) -> dict[str, Any]:
     """Deploy :class:`PolicyGateway` serving ``policy_ref`` as application ``name`` at ``route_prefix`` of
     Serve's HTTP proxy (start Serve with one first: :func:`xlab.serve.server.ensure_serve`); returns the
-    metadata clients receive. The reference is loaded here first, so a bad one fails in one line."""
-    from xlab.serve.server import _alive_node_resources, check_server_resources, load_any_policy
+    metadata clients receive. The reference is loaded here first, so a bad one fails in one line.
+    ``node_resource``: as for :func:`xlab.serve.server.start_policy_server`."""
+    from xlab.serve.server import (
+        _alive_node_resources,
+        check_server_resources,
+        load_any_policy,
+        node_resources,
+    )
 
     load_any_policy(policy_ref)
-    check_server_resources(replicas, num_cpus, num_gpus, _alive_node_resources())
+    check_server_resources(replicas, num_cpus, num_gpus, _alive_node_resources(), node_resource)
     app = PolicyGateway.options(
         num_replicas=replicas,
-        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": node_resources(node_resource)},
     ).bind(
         policy_ref,
         key_digest(api_key) if api_key else "",

@@ -47,11 +47,39 @@ def app_name(run_id: str | None = None) -> str:
     return f"{APP_NAME}-{(run_id or uuid.uuid4().hex)[:16]}"
 
 
-def check_server_resources(replicas: int, num_cpus: float, num_gpus: float, nodes: list[dict[str, float]]) -> None:
-    """One-line XlabError unless the cluster's nodes (their resource dicts) can hold every replica.
+# The share of a node's custom resource (``--resources='{"gpu_node": 1}'`` at ``ray start``) that a replica or a
+# simulator asks for: enough to place it only on the nodes that define the resource, too little to limit how many.
+NODE_SHARE = 0.001
+
+
+def node_resources(node_resource: str) -> dict[str, float]:
+    """Ray resources that pin an actor to the nodes defining the custom resource ``node_resource`` ({} for '')."""
+    return {node_resource: NODE_SHARE} if node_resource else {}
+
+
+def check_node_resource(node_resource: str, nodes: list[dict[str, float]], field: str) -> list[dict[str, float]]:
+    """The nodes (resource dicts) that define ``node_resource`` (all of them for ''); a one-line XlabError if none
+    does: Ray would otherwise keep the actor pending forever."""
+    if not node_resource:
+        return nodes
+    defining = [n for n in nodes if float(n.get(node_resource, 0.0)) >= NODE_SHARE]
+    if not defining:
+        custom = sorted({k for n in nodes for k in n if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                         and not k.startswith("node:") and not k.startswith("accelerator_type:")})
+        raise XlabError(f"bad config value for {field}: no node of this cluster defines the resource "
+                        f"{node_resource!r} (custom resources: {', '.join(custom) or 'none'}); start the node with "
+                        f"`ray start --resources='{{\"{node_resource}\": 1}}'` or leave {field} empty")
+    return defining
+
+
+def check_server_resources(replicas: int, num_cpus: float, num_gpus: float, nodes: list[dict[str, float]],
+                           node_resource: str = "") -> None:
+    """One-line XlabError unless the cluster's nodes (their resource dicts) can hold every replica (on the nodes
+    that define ``node_resource``, if given).
 
     Serve would otherwise wait forever for a replica no node can place (``--server.num_gpus 1`` on CPUs).
     """
+    nodes = check_node_resource(node_resource, nodes, "server.node_resource")
     for key, need, field in (("GPU", num_gpus, "server.num_gpus"), ("CPU", num_cpus, "server.num_cpus")):
         if need <= 0:
             continue
@@ -117,10 +145,12 @@ class BatchingPolicy:
 
     def info(self) -> dict[str, Any]:
         cfg = self.policy.config
+        import ray
+
         return {"policy": self.policy_ref, "history": int(cfg.history), "image_size": int(cfg.image_size),
                 "action_chunk": int(cfg.action_chunk), "state_dim": int(cfg.state_dim),
-                "device": self.device, "pid": os.getpid(), "max_batch_size": self.max_batch_size,
-                "instruction_encoder": self.encoder}
+                "device": self.device, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "max_batch_size": self.max_batch_size, "instruction_encoder": self.encoder}
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
         """Batch sizes served so far (requests per forward pass), rows, forward time; ``reset`` clears them."""
@@ -233,20 +263,22 @@ def start_policy_server(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     threads: int = 0,
+    node_resource: str = "",
 ) -> Any:
     """Deploy :class:`PolicyServer` as Serve application ``name`` (no HTTP route); returns its handle.
 
     The policy is loaded here first, so a bad reference fails with a clear error before any replica
     starts. Replicas that die are restarted by Serve's controller (callers retry, see
-    :mod:`xlab.serve.simulator`).
+    :mod:`xlab.serve.simulator`). ``node_resource``: place the replicas only on nodes that define this
+    custom resource (a GPU node type of ``cluster.yaml``, say), see :data:`NODE_SHARE`.
     """
     load_any_policy(policy_ref)  # fail fast, in the caller, with the real message
-    check_server_resources(replicas, num_cpus, num_gpus, _alive_node_resources())  # not a silent wait
+    check_server_resources(replicas, num_cpus, num_gpus, _alive_node_resources(), node_resource)  # no silent wait
     ensure_serve()
     app = PolicyServer.options(
         num_replicas=replicas,
         max_ongoing_requests=max(256, 4 * max_batch_size),
-        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": node_resources(node_resource)},
     ).bind(policy_ref, max_batch_size, batch_wait_timeout_s, active_window_s,
            "cuda" if num_gpus else "cpu", threads)
     return serve.run(app, name=name, route_prefix=None, logging_config={"log_level": "WARNING"})

@@ -119,6 +119,12 @@ class Simulator:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this simulator runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def _env(self, env_id: str, slot: int, max_steps: int, images: bool = True) -> Any:
         import gymnasium
 

@@ -2,7 +2,8 @@
 
 A sweep runs ``trial_fn(cfg)`` once per point of the search space, where ``cfg`` is the job's base
 config with that point's overrides applied (the same dotted names as the CLI: ``{"optim.lr": ...}``).
-Each trial logs to its own MLflow run nested under the job's parent run; ``trial_fn`` reports
+Each trial logs to its own MLflow run nested under the job's parent run (tagged with the trial id and the
+node that ran it: ``ray.trial_id``, ``ray.node_id``, ``ray.node_ip``); ``trial_fn`` reports
 metrics with ``ray.tune.report`` as it goes (so schedulers such as ASHA can stop it early).
 
     with job_run("grokking", cfg) as parent:
@@ -47,17 +48,22 @@ def _trainable(
     parent_run_id: str,
     tracking_uri: str,
 ) -> None:
+    import ray
     from ray import tune
 
     cfg = apply_overrides(base_cfg, config)
     trial_id = tune.get_context().get_trial_id()
     params = {**flatten(cfg), **{f"trial.{k}": v for k, v in config.items()}}
+    # Which node ran the trial: on a cluster, where to look for its logs and what a node loss took with it.
+    node = ray.get_runtime_context().get_node_id()
+    ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "")  # the address Ray uses
+    where = {"ray.node_id": node, "ray.node_ip": ip}
     with child_run(
         parent_run_id,
         f"{_trial_name(config)}__{trial_id}",
         params=params,
         tracking_uri=tracking_uri,
-        tags={"ray.trial_id": trial_id},
+        tags={"ray.trial_id": trial_id, **where},
     ):
         final = trial_fn(cfg)
         if final:
