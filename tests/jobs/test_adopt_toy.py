@@ -26,6 +26,9 @@ def test_bad_toy_values_are_rejected():
         apply_overrides(adopt_toy.PRESETS["smoke"], {"toy.beta2": 1.0})
 
 
+# An end-to-end study run (12 Tune trials, ~2.5-4 min on 2 cores): slow suite. The default suite keeps the
+# effect itself (test_simulate_shows_adam_failure_and_adopt_convergence).
+@pytest.mark.slow
 def test_smoke_study_through_tune_is_in_mlflow(ray_local, mlflow_uri):
     # 40k steps instead of the preset's 100k show the same ends (probe 2026-12-03: Adam 0.988/0.999 for beta2
     # 0.1/0.5, ADOPT -0.986/-0.987/-0.995; at 20k ADOPT with beta2 0.999 was still at -0.90); 10 logged points.

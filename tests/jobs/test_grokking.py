@@ -49,6 +49,8 @@ def test_grokking_smoke_groks_add_with_fourier_curves(ray_local, mlflow_uri):
     assert {"comparison.png", "summary.json"} <= _artifacts(parent.info.run_id)
 
 
+# An end-to-end study run (three Tune trials of up to 12k steps, 2-3.5 min on 2 cores): slow suite.
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_tickets_sweep_with_two_trials_reports_speedup(ray_local, mlflow_uri):
     # p = 43 with half the pairs for training groks in ~7k dense steps: quick enough for the suite.
