@@ -26,6 +26,9 @@ def policy_dir(tmp_path_factory) -> str:
     return str(path)
 
 
+# The whole eval_policy job with injected faults (~45-70 s): slow suite; the fault handling itself is
+# tested fast in tests/serve/test_serve_eval.py.
+@pytest.mark.slow
 def test_eval_policy_job_with_faults(ray_local, policy_dir, tmp_path):
     cfg = apply_overrides(eval_policy.PRESETS["smoke"], {
         "policy": policy_dir,

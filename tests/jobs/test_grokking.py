@@ -82,6 +82,8 @@ def test_tickets_sweep_with_two_trials_reports_speedup(ray_local, mlflow_uri):
     assert len(hist) >= 3 and hist[-1].value < hist[0].value  # start, every 1000 steps, end
 
 
+# Two Ray Train workers for one trial (~40-60 s): slow suite.
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_grokking_trial_can_be_a_two_worker_ray_train_run(ray_local, mlflow_uri):
     """The Train V2 pattern: each Tune trial builds a 2-worker TorchTrainer; metrics reach MLflow and Tune."""

@@ -27,6 +27,9 @@ def blocks(tmp_path_factory):
     return d, len(tok)
 
 
+# Two Ray Train workers, a checkpoint and a resume (~1-1.5 min on 2 cores): slow suite, beside the other
+# multi-worker resume tests (tests/train/test_distributed.py, tests/multinode).
+@pytest.mark.slow
 def test_pretrain_two_workers_then_resume(ray_local, blocks, mlflow_uri, tmp_path):
     d, vocab = blocks
     spec = ModelSpec("gpt2", "tiny", vocab_size=vocab, n_ctx=32)
