@@ -53,18 +53,22 @@ def _private_mounts_work() -> bool:
 
 def project_install() -> list[Path]:
     """Where this venv installed the project itself (package dirs, or an editable install's ``.pth`` and finder)."""
+    import sysconfig
     from importlib import metadata
 
-    try:
-        dist = metadata.distribution("xlab")
-    except metadata.PackageNotFoundError:
+    # Only the venv's own site-packages: with the repository root on sys.path (pytest's rootdir, a driver's cwd)
+    # `metadata.distribution` can find the build's `xlab.egg-info` in the checkout first, and hiding what that
+    # lists would hide the source tree itself, the very code a driver's PYTHONPATH ships.
+    site = Path(sysconfig.get_paths()["purelib"])
+    dist = next(iter(metadata.distributions(name="xlab", path=[str(site)])), None)
+    if dist is None:
         return []
     tops = {f.parts[0] for f in dist.files or []}
     skip = ("..", "__pycache__")  # the console script outside site-packages; compiled caches
     paths = [
         Path(dist.locate_file(t)) for t in sorted(tops) if t not in skip and not t.endswith(".dist-info")
     ]
-    return [p for p in paths if p.exists()]
+    return [p for p in paths if p.exists() and p.resolve().is_relative_to(site.resolve())]
 
 
 class TwoNodeCluster:
