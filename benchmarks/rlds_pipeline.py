@@ -132,7 +132,7 @@ def main() -> None:
     init_ray(num_cpus=args.num_cpus, object_store_memory=1024**3)
     import ray
 
-    from xlab.rlds import TF_WORKER_ENV, iter_torch_window_batches, read_rlds_windows
+    from xlab.rlds import TF_WORKER_ENV, WindowOptions, iter_torch_window_batches, read_rlds_windows
 
     names = [f"bench_sim_{k}" for k in range(args.datasets)]
     tmp = tempfile.TemporaryDirectory(prefix="rlds_bench_")
@@ -149,15 +149,9 @@ def main() -> None:
     mixture = [(n, float(k + 1)) for k, n in enumerate(names)]  # weights 1, 2, ...
 
     def one_pass(epoch: int) -> tuple[float, int, dict[str, torch.Tensor]]:
-        ds = read_rlds_windows(
-            dirs,
-            mixture=mixture,
-            window=args.window,
-            image_size=(args.image, args.image),
-            seed=0,
-            epoch=epoch,
-            embedding_backend="hash-fallback",
-        )
+        options = WindowOptions(window=args.window, image_size=(args.image, args.image), seed=0, epoch=epoch,
+                                embedding_backend="hash-fallback")
+        ds = read_rlds_windows(dirs, options, mixture=mixture)
         rows, first = 0, None
         t = time.perf_counter()
         for batch in iter_torch_window_batches(

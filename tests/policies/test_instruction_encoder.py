@@ -79,7 +79,7 @@ def test_training_reads_the_mixture_with_one_explicit_encoder(monkeypatch, tmp_p
 
     seen = {}
     monkeypatch.setattr(training, "check_dataset_dirs", lambda dirs: [tmp_path / d for d in dirs])
-    monkeypatch.setattr(rlds, "read_rlds_windows", lambda *a, **k: seen.update(k))
+    monkeypatch.setattr(rlds, "read_rlds_windows", lambda sources, options, **k: seen.update(vars(options)))
     monkeypatch.setattr(text_embed, "embedding_backend", lambda: text_embed.HASH_FALLBACK)
     training.build_dataset(training.DataConfig(dataset_dirs=("a/0.1.0", "b/0.1.0")), build_policy("rt1x-tiny").config)
     assert seen["embedding_backend"] == "hash-fallback"  # resolved on the driver, never per read worker

@@ -62,13 +62,12 @@ def rlds_dirs(ray_local, tmp_path_factory) -> dict[str, str]:
     return ray.get(task.remote(root, SIZES, FRACTAL_EPISODES))
 
 
-def read(dirs, **kw):
-    from xlab.rlds import read_rlds_windows
+def read(dirs, mixture=None, concurrency=None, **options):
+    """``read_rlds_windows`` with this file's small windows; ``options`` are :class:`WindowOptions` fields."""
+    from xlab.rlds import WindowOptions, read_rlds_windows
 
-    kw.setdefault("window", 4)
-    kw.setdefault("image_size", (32, 32))
-    kw.setdefault("embedding_backend", "hash-fallback")
-    return read_rlds_windows(dirs, **kw)
+    options = {"window": 4, "image_size": (32, 32), "embedding_backend": "hash-fallback", **options}
+    return read_rlds_windows(dirs, WindowOptions(**options), mixture=mixture, concurrency=concurrency)
 
 
 def test_mixture_streams_tokenized_windows_into_torch_batches(rlds_dirs):

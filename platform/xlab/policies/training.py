@@ -245,7 +245,7 @@ def build_dataset(data: DataConfig, policy: RT1Config, seed: int = 0) -> tuple[A
 
     from xlab.policies.encoder import encoder_record
     from xlab.policies.rt1 import BOUNDS
-    from xlab.rlds import read_rlds_windows
+    from xlab.rlds import WindowOptions, read_rlds_windows
 
     # Ray Data's progress bars redraw per tick in every worker's output; training logs its own progress.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -255,14 +255,14 @@ def build_dataset(data: DataConfig, policy: RT1Config, seed: int = 0) -> tuple[A
     weights = data.weights or (1.0,) * len(dirs)
     kept = [i for i, w in enumerate(weights) if w > 0]
     names, dirs, weights = [names[i] for i in kept], [dirs[i] for i in kept], [weights[i] for i in kept]
-    ds = read_rlds_windows(
-        {n: str(d) for n, d in zip(names, dirs, strict=True)},
-        mixture=list(zip(names, weights, strict=True)),
+    options = WindowOptions(
         window=int(policy.history), image_size=(int(policy.image_size), int(policy.image_size)), seed=seed,
         bounds=BOUNDS[policy.bounds], vocab_size=int(policy.vocab_size),
         embedding_backend=encoder_record(data.embedding_backend)["name"],  # one encoder for the whole mixture
         chunk=int(policy.action_chunk), drop_last=data.drop_last, state_dim=int(policy.state_dim),
     )
+    ds = read_rlds_windows({n: str(d) for n, d in zip(names, dirs, strict=True)}, options,
+                           mixture=list(zip(names, weights, strict=True)))
     if data.cache:
         ds = ds.materialize()  # every epoch reads the same draw of the mixture, so nothing changes but speed
     return ds, names, dirs

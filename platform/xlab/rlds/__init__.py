@@ -2,12 +2,12 @@
 
 The pipeline, end to end::
 
-    from xlab.rlds import Episode, write_rlds, open_rlds, read_rlds_windows, iter_torch_window_batches
+    from xlab.rlds import Episode, WindowOptions, write_rlds, open_rlds, read_rlds_windows, iter_torch_window_batches
     path = write_rlds("/data/rlds", episodes, name="sim_pick")        # numpy episodes -> RLDS (TFDS)
     ds = open_rlds(path, image_size=(128, 128))                        # any RLDS dir, local or gs://
     for traj in ds.iter_episodes(): ...                                # standardized RT-1 episodes
-    rows = read_rlds_windows({"sim_pick": path, "fractal20220817_data": fractal_dir},
-                             mixture=[("sim_pick", 1), ("fractal20220817_data", 3)], window=6)
+    rows = read_rlds_windows({"sim_pick": path, "fractal20220817_data": fractal_dir}, WindowOptions(window=6),
+                             mixture=[("sim_pick", 1), ("fractal20220817_data", 3)])
     for batch in iter_torch_window_batches(rows, batch_size=32): ...  # torch tensors
 
 Modules: :mod:`~xlab.rlds.schema` (RT-1 action layout, Episode, Trajectory, errors),
@@ -81,6 +81,7 @@ from xlab.rlds.writer import write_rlds, write_rlds_examples, write_rlds_in_work
 _RAY_NAMES = (
     "RLDSSource",
     "RLDSWindowDatasource",
+    "WindowOptions",
     "read_rlds_windows",
     "iter_torch_window_batches",
     "TF_WORKER_ENV",
@@ -127,6 +128,7 @@ __all__ = [
     "Trajectory",
     "UnknownDatasetError",
     "UnknownMixtureError",
+    "WindowOptions",
     "complete_action",
     "detokenize_action",
     "episode_embedding",

@@ -5,10 +5,11 @@ shard). Each task imports TensorFlow *inside the Ray worker*, decodes its shard 
 dataset's TFDS features, standardizes episodes, builds windows and tokenizes actions, and emits
 rows with numpy columns (:mod:`xlab.rlds.windows`). Training workers then stream batches::
 
-    from xlab.rlds import read_rlds_windows, iter_torch_window_batches
+    from xlab.rlds import WindowOptions, read_rlds_windows, iter_torch_window_batches
     ds = read_rlds_windows(
         {"sim_reach": "/data/rlds/sim_reach/0.1.0", "fractal20220817_data": "/data/rlds/fractal20220817_data/0.1.0"},
-        mixture=[("sim_reach", 1.0), ("fractal20220817_data", 3.0)], window=6, image_size=(128, 128), seed=0)
+        WindowOptions(window=6, image_size=(128, 128), seed=0),
+        mixture=[("sim_reach", 1.0), ("fractal20220817_data", 3.0)])
     for batch in iter_torch_window_batches(ds, batch_size=32):   # dict of torch tensors
         ...
 
@@ -236,30 +237,55 @@ def _read_shard_windows(spec: dict[str, Any]) -> Iterator[Any]:
         yield from flush()
 
 
+@dataclasses.dataclass(frozen=True)
+class WindowOptions:
+    """How a read cuts, tokenizes and streams windows: the same for every dataset of the read."""
+
+    window: int = 6
+    """Frames of history per window."""
+    image_size: tuple[int, int] = (128, 128)
+    """(height, width) the frames are resized to."""
+    bounds: ActionBounds = RT1X_BOUNDS
+    """Action bounds of the tokenizer (labels and decoding share them)."""
+    vocab_size: int = 256
+    """Bins per action dimension."""
+    seed: int = 0
+    """Fixes the whole sequence (sampling draws, read order, shuffles)."""
+    epoch: int = 0
+    """Changes the mixture's sampling draw while ``seed`` stays."""
+    embedding: str = "auto"
+    """Instruction embedding: ``stored``, ``recompute`` or ``auto`` (see :func:`xlab.rlds.reader.window_embedding`)."""
+    embedding_backend: str | None = None
+    """Sentence encoder for computed embeddings (None: the default; one for a whole mixture)."""
+    embed_cache_dir: str | None = None
+    rows_per_block: int = 64
+    """Windows per emitted block."""
+    buffer_windows: int = 256
+    """Windows a read task shuffles together before emitting them."""
+    tf_threads: int = 1
+    """TensorFlow threads per read task."""
+    chunk: int = 1
+    """Future action steps per window (action chunking)."""
+    drop_last: bool = True
+    """No window ends on an episode's last step (its action is not valid)."""
+    state_dim: int = 0
+    """Add the zero-padded proprioceptive ``state`` column of this width (0: none)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a flat dict (``dataclasses.asdict`` would turn ``bounds`` into a dict too)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
 class RLDSWindowDatasource(Datasource):
     """Ray Data source of tokenized windows from one or more RLDS datasets (one read task per shard)."""
 
     def __init__(
         self,
         sources: Sequence[RLDSSource],
+        options: WindowOptions = WindowOptions(),
         *,
         mixture: Mixture | str | Sequence[tuple[str, float]] | None = None,
-        window: int = 6,
-        image_size: tuple[int, int] = (128, 128),
-        bounds: ActionBounds = RT1X_BOUNDS,
-        vocab_size: int = 256,
-        seed: int = 0,
-        epoch: int = 0,
-        embedding: str = "auto",
-        embedding_backend: str | None = None,
-        embed_cache_dir: str | None = None,
         stats_cache_dir: str | None = None,
-        rows_per_block: int = 64,
-        buffer_windows: int = 256,
-        tf_threads: int = 1,
-        chunk: int = 1,
-        drop_last: bool = True,
-        state_dim: int = 0,
     ):
         super().__init__()
         if not sources:
@@ -283,25 +309,8 @@ class RLDSWindowDatasource(Datasource):
             self.rates = {n: rates.get(n, 0.0) for n in names}
         else:
             self.rates = dict.fromkeys(names, 1.0)
-        self.window = int(window)
-        self.image_size = tuple(image_size)
-        self.options = dict(
-            window=self.window,
-            image_size=self.image_size,
-            bounds=bounds,
-            vocab_size=vocab_size,
-            seed=seed,
-            epoch=epoch,
-            embedding=embedding,
-            embedding_backend=embedding_backend,
-            embed_cache_dir=embed_cache_dir,
-            rows_per_block=rows_per_block,
-            buffer_windows=buffer_windows,
-            tf_threads=tf_threads,
-            chunk=int(chunk),
-            drop_last=bool(drop_last),
-            state_dim=int(state_dim),
-        )
+        self.options = options
+        self.window, self.image_size = int(options.window), tuple(options.image_size)
 
     def _row_bytes(self) -> int:
         h, w = self.image_size
@@ -324,7 +333,7 @@ class RLDSWindowDatasource(Datasource):
                 continue
             for shard, path in enumerate(plan.shard_paths):
                 spec = dict(
-                    self.options,
+                    self.options.as_dict(),
                     source=plan.source,
                     name=plan.name,
                     transform=plan.transform,
@@ -344,7 +353,7 @@ class RLDSWindowDatasource(Datasource):
                     )
                 )
         # Seeded order interleaves datasets and shards across the stream.
-        order = np.random.default_rng([self.options["seed"], self.options["epoch"]]).permutation(len(tasks))
+        order = np.random.default_rng([self.options.seed, self.options.epoch]).permutation(len(tasks))
         return [tasks[i] for i in order]
 
 
@@ -356,54 +365,21 @@ def _as_sources(sources: Mapping[str, str] | Iterable[RLDSSource | str]) -> list
 
 def read_rlds_windows(
     sources: Mapping[str, str] | Iterable[RLDSSource | str],
+    options: WindowOptions = WindowOptions(),
     *,
     mixture: Mixture | str | Sequence[tuple[str, float]] | None = None,
-    window: int = 6,
-    image_size: tuple[int, int] = (128, 128),
-    bounds: ActionBounds = RT1X_BOUNDS,
-    vocab_size: int = 256,
-    seed: int = 0,
-    epoch: int = 0,
-    embedding: str = "auto",
-    embedding_backend: str | None = None,
-    embed_cache_dir: str | None = None,
     stats_cache_dir: str | None = None,
-    rows_per_block: int = 64,
-    buffer_windows: int = 256,
     concurrency: int | None = None,
     ray_remote_args: dict[str, Any] | None = None,
-    chunk: int = 1,
-    drop_last: bool = True,
-    state_dim: int = 0,
 ) -> ray.data.Dataset:
     """A ``ray.data.Dataset`` of tokenized windows from RLDS sources, mixed by ``mixture`` if given.
 
     ``sources``: ``{name: builder_dir}`` or a list of :class:`RLDSSource` / paths (name = the
-    builder's). ``mixture``: a registered name, a :class:`Mixture` or ``[(name, weight)]`` over
-    the source names; None reads every window once. ``epoch`` changes the sampling draw while
-    ``seed`` fixes the whole sequence. ``concurrency`` caps parallel read tasks. ``chunk`` (future
-    action steps per window), ``drop_last`` (no window ends on an episode's last step) and
-    ``state_dim`` (add the zero-padded ``state`` column) are passed to the window builder.
+    builder's). ``options``: how windows are cut and tokenized (:class:`WindowOptions`). ``mixture``: a
+    registered name, a :class:`Mixture` or ``[(name, weight)]`` over the source names; None reads every
+    window once. ``concurrency`` caps parallel read tasks.
     """
-    src = RLDSWindowDatasource(
-        _as_sources(sources),
-        mixture=mixture,
-        window=window,
-        image_size=image_size,
-        bounds=bounds,
-        vocab_size=vocab_size,
-        seed=seed,
-        epoch=epoch,
-        embedding=embedding,
-        embedding_backend=embedding_backend,
-        embed_cache_dir=embed_cache_dir,
-        stats_cache_dir=stats_cache_dir,
-        rows_per_block=rows_per_block,
-        buffer_windows=buffer_windows,
-        chunk=chunk,
-        drop_last=drop_last,
-        state_dim=state_dim,
-    )
+    src = RLDSWindowDatasource(_as_sources(sources), options, mixture=mixture, stats_cache_dir=stats_cache_dir)
     remote_args = dict(ray_remote_args or {})
     env = dict(remote_args.pop("runtime_env", None) or {})
     env["env_vars"] = {**TF_WORKER_ENV, **env.get("env_vars", {})}
