@@ -168,6 +168,8 @@ def main() -> None:
     )
     ap.add_argument("--batch-wait-ms", type=float, default=20.0)
     ap.add_argument("--client-procs", type=int, default=2, help="processes the N connections are spread over")
+    ap.add_argument("--ingress", choices=("proxy", "direct"), default="proxy",
+                    help="clients reach the replica through Serve's proxy, or directly (`xlab serve --ingress direct`)")
     args = ap.parse_args()
 
     import torch
@@ -179,11 +181,23 @@ def main() -> None:
 
     torch.set_num_threads(1)  # like the replica: one thread each, so both sides compute alike
     policy, policy_ref = bench_policy(args.policy)
+    direct_port = 0
+    if args.ingress == "direct":  # a cluster-wide Serve setting: before Ray starts
+        import socket
+
+        from xlab.serve.gateway import direct_ingress_env
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            direct_port = sock.getsockname()[1]
+        os.environ.update(direct_ingress_env(direct_port, replicas=1))
     init_ray(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=512 * 1024**2)
     rows = []
     key = "bench-key-0123456789abcdef"
     try:
         url = loopback_proxy()
+        if direct_port:
+            url = f"ws://127.0.0.1:{direct_port}"
         meta = start_gateway(
             policy_ref,
             name="bench-ws",
@@ -213,7 +227,7 @@ def main() -> None:
     print(
         f"\n{policy_ref if args.policy else 'untrained rt1x-tiny'}, {meta['image_size']} px, history "
         f"{meta['history']}, {os.cpu_count()} CPUs, batch wait {args.batch_wait_ms:g} ms, {args.seconds:g} s per N, "
-        f"clients in {args.client_procs} process(es)"
+        f"clients in {args.client_procs} process(es), {args.ingress} ingress"
     )
     print(
         "| N | ideal req/s | network req/s | network / ideal | p50 ms | p99 ms | mean batch | batch / N | "

@@ -91,8 +91,7 @@ def policy_dir(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def endpoint(policy_dir, tmp_path_factory):
+def serve_command(policy_dir: str, tmp_path_factory, *extra: str):
     """`xlab serve` on a free loopback port with an API key; yields its URL; SIGTERM must stop it cleanly."""
     key_file = tmp_path_factory.mktemp("key") / "key"
     key_file.write_text(KEY + "\n")
@@ -112,6 +111,7 @@ def endpoint(policy_dir, tmp_path_factory):
             "0.5",
             "--batch-wait-ms",
             "300",
+            *extra,
         ],
         cwd=tmp_path_factory.mktemp("serve_cwd"),
         env=ENV,
@@ -134,12 +134,31 @@ def endpoint(policy_dir, tmp_path_factory):
         while not ready.wait(1.0):
             assert proc.poll() is None, "xlab serve exited:\n" + "".join(lines[-40:])
             assert time.monotonic() < deadline, "xlab serve did not come up:\n" + "".join(lines[-40:])
-        yield f"ws://127.0.0.1:{port}"
+        yield f"ws://127.0.0.1:{port}", "".join(line for line in lines if "[xlab serve]" in line)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=90) == 0, "".join(lines[-40:])
         assert any("[xlab serve] stopping" in line for line in lines)
     finally:
         stop_tree(proc)
+
+
+@pytest.fixture(scope="module")
+def endpoint(policy_dir, tmp_path_factory):
+    """The default: one replica on its own Ray instance, so direct ingress (the replica serves the socket)."""
+    for url, banner in serve_command(policy_dir, tmp_path_factory):
+        assert "direct ingress" in banner, banner
+        yield url
+
+
+@pytest.fixture(scope="module")
+def proxy_endpoint(policy_dir, tmp_path_factory):
+    """`--ingress proxy`: Serve's HTTP proxy relays every message to the replica."""
+    for url, banner in serve_command(policy_dir, tmp_path_factory, "--ingress", "proxy"):
+        assert "proxy ingress" in banner, banner
+        yield url
+
+
+BOTH_INGRESSES = pytest.mark.parametrize("ingress", ["endpoint", "proxy_endpoint"])
 
 
 def test_protocol_is_openpi_msgpack_numpy():
@@ -208,6 +227,29 @@ def test_refuses_to_start_exposed_without_a_key(policy_dir, tmp_path):
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
 
 
+def test_ingress_is_chosen_and_checked_before_anything_starts():
+    import socket
+
+    from xlab.errors import XlabError
+    from xlab.serve.command import check_bind, choose_ingress
+
+    assert choose_ingress("auto", replicas=1, joined=False) == "direct"
+    assert choose_ingress("auto", replicas=2, joined=False) == "proxy"  # the proxy spreads connections
+    assert choose_ingress("auto", replicas=1, joined=True) == "proxy"  # a cluster-wide setting: not ours
+    with pytest.raises(XlabError, match="unset RAY_ADDRESS"):
+        choose_ingress("direct", replicas=1, joined=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(XlabError, match=f"127.0.0.1:{port} "):
+            check_bind("127.0.0.1", port, "")
+        with socket.socket() as before:  # the port below it, if free, is the first replica's
+            if before.connect_ex(("127.0.0.1", port - 1)) != 0:
+                with pytest.raises(XlabError, match=f"127.0.0.1:{port} \\(replica 2 of 2"):
+                    check_bind("127.0.0.1", port - 1, "", ports=2)
+
+
 CLIENT_SCRIPT = """
 import sys, numpy as np
 from xlab.serve.client import PolicyClient
@@ -225,7 +267,9 @@ np.savez(path.replace(".npz", "_out.npz"), actions=np.stack([r["actions"] for r 
 """
 
 
-def test_client_in_another_process_gets_the_in_process_actions(endpoint, policy_dir, tmp_path):
+@BOTH_INGRESSES
+def test_client_in_another_process_gets_the_in_process_actions(ingress, request, policy_dir, tmp_path):
+    endpoint = request.getfixturevalue(ingress)
     imgs, sts = frames(5, seed=3), states(5, seed=3)
     np.savez(tmp_path / "frames.npz", images=imgs, states=sts)
     script = tmp_path / "client.py"
@@ -249,9 +293,11 @@ def test_client_in_another_process_gets_the_in_process_actions(endpoint, policy_
     assert (got["total"] >= got["queue"]).all() and (got["queue"] >= 0).all()
 
 
-def test_sixteen_connections_are_batched_and_closing_frees_history(endpoint):
+@BOTH_INGRESSES
+def test_sixteen_connections_are_batched_and_closing_frees_history(ingress, request):
     from xlab.serve.client import PolicyClient
 
+    endpoint = request.getfixturevalue(ingress)
     clients = [PolicyClient(endpoint, api_key=KEY) for _ in range(16)]
     http_stats(endpoint, reset=True)
     assert http_stats(endpoint)["connections"] == 16

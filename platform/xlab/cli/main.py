@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--max-batch-size", type=int, default=64)
     v.add_argument("--batch-wait-ms", type=float, default=20.0,
                    help="longest wait for a batch to fill (it waits for every active connection, up to this)")
+    v.add_argument("--ingress", choices=("auto", "direct", "proxy"), default="auto",
+                   help="direct: each replica serves its own socket (--port, --port+1, ...; no proxy hop); proxy: "
+                        "Serve's HTTP proxy spreads connections over replicas; auto (default): direct for one "
+                        "replica on a Ray instance of its own, else proxy")
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
@@ -165,7 +169,7 @@ def dispatch(argv: list[str]) -> int:
         with console_capture(log_file):
             serve_policy(args.policy, host=args.host, port=args.port, replicas=args.replicas, num_gpus=args.num_gpus,
                          num_cpus=args.num_cpus, api_key_file=args.api_key_file, max_batch_size=args.max_batch_size,
-                         batch_wait_ms=args.batch_wait_ms)
+                         batch_wait_ms=args.batch_wait_ms, ingress=args.ingress)
         return 0
     if args.command == "ui":
         from xlab.track.store import redact_uri, resolve_tracking_uri

@@ -248,6 +248,24 @@ def start_gateway(
     return protocol.metadata(handle.info.remote().result(timeout_s=300))
 
 
+def direct_ingress_env(port: int, replicas: int = 1) -> dict[str, str]:
+    """Environment for Serve's direct ingress (Ray 2.60, experimental): every ingress replica runs its own HTTP
+    server, at ``port``, ``port + 1``, ... (one per replica), and clients reach it without the proxy's hop.
+
+    A cluster-wide setting read by Serve's controller and replicas: set it before Ray starts. The replicas bind
+    the host of Serve's ``http_options``. There is no load balancer in front of them (connections are not spread
+    over replicas) and nothing to deregister from, so a stopping replica does not wait out Serve's 30-second
+    drain period for one, and a restarted replica takes its predecessor's port at once (Serve holds a freed
+    port back for a load balancer to forget it)."""
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + replicas),  # exclusive
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+    }
+
+
 def loopback_proxy() -> str:
     """Serve with an HTTP proxy this machine can reach (a running one, else a new one on a free loopback
     port); returns its ``ws://host:port`` (call before deploying any application)."""
