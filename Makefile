@@ -79,6 +79,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rlds_pipeline.py
 	$(BIN)/python benchmarks/policy_train.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/serving_ws.py --ingress direct
+	$(BIN)/python benchmarks/serving_ws.py --ingress proxy
 	$(BIN)/python benchmarks/lm_train.py
 
 # Offline text corpora for LLM pretraining (xlab.corpora): installs the Debian packages that hold

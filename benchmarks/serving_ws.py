@@ -5,16 +5,19 @@ For each N (default 1, 4, 16, 64), in this run:
 * **ideal**: the forward-pass-bound rate of the same policy in this process: one batched ``act_chunk`` of N
   windows at a time, ``N / forward time`` requests/s (one torch thread, as the replica);
 * **network**: N WebSocket connections (asyncio, in ``--client-procs`` separate processes, never Ray actors)
-  each sending one frame and waiting for its reply, as fast as they can, for ``--seconds``, through Serve's
-  HTTP proxy to one batching replica with a WebSocket front (:mod:`xlab.serve.gateway`, what `xlab serve` runs).
+  each sending one frame and waiting for its reply, as fast as they can, for ``--seconds``, to one batching
+  replica with a WebSocket front (:mod:`xlab.serve.gateway`, what `xlab serve` runs): through Serve's HTTP
+  proxy (``--ingress proxy``) or straight to the replica's own server (``--ingress direct``, Serve's direct
+  ingress, `xlab serve`'s default for one replica). Direct ingress is set before Ray starts: one per run.
 
 Printed per N: requests/s of both and their ratio (goal: >= 0.8 at N = 16), client round-trip p50/p99, the
 replica's mean batch (goal: >= 0.75 N), and each request's time split into transport (client round trip
-minus the replica's receipt-to-reply time: msgpack, the socket, Serve's proxy and its hop to the replica),
+minus the replica's receipt-to-reply time: msgpack, the socket, and with the proxy its hop to the replica),
 gateway (decode, resize, history, batch assembly: the replica's time minus the next two), queue (waiting
 for the batch to fill) and inference (the batch's forward pass).
 
-    python benchmarks/serving_ws.py                         # rt1x-tiny at 48 px, untrained
+    python benchmarks/serving_ws.py --ingress direct        # rt1x-tiny at 48 px, untrained
+    python benchmarks/serving_ws.py --ingress proxy
     python benchmarks/serving_ws.py --n 16 --seconds 20 --policy models:/rt1x-policy@latest-train
 
 On a shared 2-core machine the clients, the proxy, the gateway and the replica compete for the same two
