@@ -1,6 +1,6 @@
 # xlab: two commands set everything up on a fresh machine.
 #   make demo   create .venv, install, run the main job on embedded defaults
-#   make test   create .venv if needed, run the default test suite (6.7 min on 2 quiet cores, 2026-12-03)
+#   make test   create .venv if needed, run the default test suite (6.3 min on 2 quiet cores, 2026-12-03)
 # Also: make test-slow (tests marked slow), make lint, make bench (all benchmarks), make ui, make docs.
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -5,8 +5,8 @@ WebSocket front (:mod:`xlab.serve.gateway`) at ``/``; prints the endpoint and bl
 replicas (``--ingress``):
 
 * ``direct``: each replica serves its own socket (Serve's direct ingress), at ``--port``, ``--port + 1``, ...:
-  no proxy hop, 2.5x the requests/s of ``proxy`` at 16 clients on 2 cores (docs/serving.md). It is a setting of
-  the whole Ray instance, so only on one this command starts.
+  no proxy hop: 1.5x the requests/s of ``proxy`` at 16 clients on 2 quiet cores, 2.5x under load
+  (docs/serving.md). It is a setting of the whole Ray instance, so only on one this command starts.
 * ``proxy``: Serve's HTTP proxy at ``--host:--port`` relays every message to a replica and spreads connections
   over the replicas; works on any cluster.
 * ``auto`` (default): ``direct`` for one replica on a Ray instance of its own, else ``proxy``.
