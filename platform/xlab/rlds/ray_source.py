@@ -254,7 +254,7 @@ class WindowOptions:
     epoch: int = 0
     """Changes the mixture's sampling draw while ``seed`` stays."""
     embedding: str = "auto"
-    """Instruction embedding: ``stored``, ``recompute`` or ``auto`` (see :func:`xlab.rlds.reader.window_embedding`)."""
+    """Instruction embedding: ``stored``, ``recompute`` or ``auto`` (see :func:`xlab.rlds.reader.episode_embedding`)."""
     embedding_backend: str | None = None
     """Sentence encoder for computed embeddings (None: the default; one for a whole mixture)."""
     embed_cache_dir: str | None = None
