@@ -13,6 +13,9 @@ plot.
     xlab run collect_demos --preset demo               # first: data/rlds/xlab_{sawyer,fetch}/0.1.0
     xlab run policy_ablation --preset smoke            # 8 variants x 1 seed, 1,500 steps each
     xlab run policy_ablation --experiment.seeds 0 1 2 --experiment.variants recipe no-chunking
+    # the README's grid: 8 variants x 3 seeds, 1 h 52 min on 2 quiet cores (one worker with 2 threads a trial)
+    xlab run policy_ablation --preset smoke --experiment.seeds 0 1 2 \
+        --train.num_workers 1 --train.threads_per_worker 2 --train.cpus_per_worker 0.9
 """
 
 from __future__ import annotations
