@@ -186,13 +186,10 @@ def main() -> None:
     policy, policy_ref = bench_policy(args.policy)
     direct_port = 0
     if args.ingress == "direct":  # a cluster-wide Serve setting: before Ray starts
-        import socket
-
+        from xlab.runtime import free_port
         from xlab.serve.gateway import direct_ingress_env
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            direct_port = sock.getsockname()[1]
+        direct_port = free_port()
         os.environ.update(direct_ingress_env(direct_port, replicas=1))
     init_ray(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=512 * 1024**2)
     rows = []

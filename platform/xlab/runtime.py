@@ -31,6 +31,13 @@ def ensure_auth_mode() -> str:
     return mode
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` now (the OS picks it; IPv6 if ``host`` has a colon)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an IP address) is this machine's loopback."""
     import ipaddress

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from xlab.errors import XlabError
-from xlab.runtime import is_loopback
+from xlab.runtime import free_port, is_loopback
 
 APP = "xlab-serve"
 INGRESS = ("auto", "direct", "proxy")
@@ -86,12 +86,6 @@ def choose_ingress(ingress: str, replicas: int, joined: bool) -> str:
     return ingress
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def serve_policy(
     policy_ref: str,
     *,
@@ -128,7 +122,7 @@ def serve_policy(
         from xlab.serve.gateway import direct_ingress_env
 
         # Serve serves direct ingress only beside an HTTP proxy: it gets a free port, the replicas take --port.
-        proxy_port, env = _free_port(host), direct_ingress_env(port, replicas)
+        proxy_port, env = free_port(host), direct_ingress_env(port, replicas)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # read by Serve's controller and replicas, which inherit it from this process
     try:

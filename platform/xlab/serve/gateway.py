@@ -269,12 +269,8 @@ def direct_ingress_env(port: int, replicas: int = 1) -> dict[str, str]:
 def loopback_proxy() -> str:
     """Serve with an HTTP proxy this machine can reach (a running one, else a new one on a free loopback
     port); returns its ``ws://host:port`` (call before deploying any application)."""
-    import socket
-
+    from xlab.runtime import free_port
     from xlab.serve.server import ensure_serve
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    host, port = ensure_serve(("127.0.0.1", port), reuse_proxy=True)
+    host, port = ensure_serve(("127.0.0.1", free_port()), reuse_proxy=True)
     return f"ws://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
