@@ -519,3 +519,34 @@ def test_cpu_blocks_agree_with_whole_tensor_foreach(kwargs: dict[str, Any], monk
         out, _ = _random_problem(mode, **kwargs)
         for a, b in zip(ref, out, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [1e-6, 0.0], ids=["eps", "eps-0"])
+def test_cpu_blocks_floor_a_zero_second_moment_at_eps(eps: float, monkeypatch: Any) -> None:
+    """Where v is 0 (a first gradient of zeros) the CPU paths' ``g * min(rsqrt(v), 1/eps)`` gives
+    the reference's ``g / max(sqrt(v), eps)``: ``g / eps``, and with eps = 0 the same inf and nan.
+    Shapes hit the chunked, alone and packed updates."""
+    from xlab.optim import adopt_cpu
+
+    monkeypatch.setattr(adopt_cpu, "BLOCK", 8)
+    monkeypatch.setattr(adopt_cpu, "SMALL", 4)
+    monkeypatch.setattr(adopt_cpu, "MIN_PACK", 2)
+    shapes = [(5, 3), (7,), (2,), (3,)]
+
+    def run(**mode: Any) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+        opt = ADOPT(params, lr=1e-3, eps=eps, clip_lambda=None, **mode)
+        for t in range(2):
+            for p in params:
+                g = torch.randn(p.shape, generator=gen)
+                g[..., 0] = 0.0  # a zero in the second gradient: 0 / 0 where eps = 0
+                p.grad = torch.zeros_like(p) if t == 0 else g
+            opt.step()
+        return [p.detach() for p in params]
+
+    ref = run(foreach=True, capturable=True)  # whole-tensor ops with sqrt and a division
+    assert all(torch.isfinite(t).all() for t in ref) == (eps > 0)
+    for mode in (dict(foreach=False), dict(foreach=True)):
+        for a, b in zip(ref, run(**mode), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=0, equal_nan=True)
