@@ -1,12 +1,16 @@
-"""Serving throughput: N simulator actors against one batching policy replica vs the in-process ideal.
+"""Serving throughput: N simulated envs on simulator actors against one batching policy replica vs the in-process ideal.
 
 For each N (default 1, 4, 16) the same policy drives N environments of one task for the same
 number of env steps, two ways, in this run:
 
 * **ideal**: one process steps the N environments in lockstep and gets all N actions from one
   batched forward pass per step (:class:`~xlab.policies.PolicySession`): no IPC, no queueing;
-* **served**: N :class:`~xlab.serve.simulator.Simulator` actors (one env each) ask one
-  :class:`~xlab.serve.server.PolicyServer` replica (Ray Serve, ``@serve.batch``) for actions.
+* **served**: :class:`~xlab.serve.simulator.Simulator` actors ask one
+  :class:`~xlab.serve.server.PolicyServer` replica (Ray Serve, ``@serve.batch``) for actions, each
+  actor one request per step for all of its envs. By default there is one actor per CPU, each stepping
+  N / CPUs envs (``--envs-per-sim 0``): one process per core is what a simulator fleet should be. An
+  actor per env (``--envs-per-sim 1``) measured 0.35 of ideal at N = 16 on 2 cores, against 0.88 for
+  2 actors of 8 envs: 16 processes on 2 cores spent most of each step waiting for a core.
 
 Printed per N: env steps/s of both, their ratio (goal: >= 0.8 at N = 16), p50/p99 action latency
 (served: request round trip seen by a simulator; ideal: the batched forward pass) and the server's
@@ -15,10 +19,10 @@ policy (it rarely succeeds, so episodes rarely end early). The served figure exc
 every simulator runs one warm-up episode first.
 
     python benchmarks/serving.py                        # N = 1, 4, 16, rt1x-tiny at 48 px, fetch-reach
-    python benchmarks/serving.py --n 16 --envs-per-sim 4  # 16 envs on 4 actors: 4x fewer requests
+    python benchmarks/serving.py --n 16 --envs-per-sim 1  # 16 envs on 16 actors, one env each
     python benchmarks/serving.py --n 16 --steps 100 --policy models:/rt1x-policy@latest-train
 
-On a 2-core machine the served path spreads N simulators over both cores while the ideal loop uses
+On a 2-core machine the served path spreads its simulators over both cores while the ideal loop uses
 one process, so the ratio can exceed 1; on a cluster the simulators get their own cores.
 """
 
@@ -73,7 +77,7 @@ def ideal(policy, env_id: str, n: int, steps: int, episodes: int, image_size: in
 
 def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait_ms: float,
            envs_per_sim: int = 1) -> dict[str, float]:
-    """N environments on N / envs_per_sim simulator actors; each actor sends one request per step for its envs."""
+    """N environments on ceil(N / envs_per_sim) simulator actors; each actor sends one request per step for its envs."""
     from ray import serve
 
     from xlab.serve import (
@@ -85,7 +89,7 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
     )
 
     app = f"bench-{n}"
-    actors = max(1, n // envs_per_sim)
+    actors = -(-n // envs_per_sim)
     start_policy_server(policy_ref, name=app, max_batch_size=actors, batch_wait_timeout_s=wait_ms / 1000,
                         num_cpus=0.5, threads=1)
     pool = SimulatorPool(actors, server_app=app, num_cpus=1.5 / actors)
@@ -114,6 +118,11 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
             "step_ms": 1000 * float(np.mean(busy)) / max(1, stats.env_steps / len(results))}
 
 
+def envs_per_cpu(n: int, cpus: int) -> int:
+    """Envs per simulator actor for one actor per CPU (fewer actors than CPUs when N is smaller)."""
+    return -(-n // min(n, cpus))
+
+
 def bench_policy(ref: str):
     """``(policy, reference)``: the policy at ``ref``, or an untrained rt1x-tiny at 48 px saved to a temp dir."""
     import torch
@@ -136,7 +145,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=2, help="episodes per environment")
     ap.add_argument("--policy", default="", help="policy reference (default: an untrained rt1x-tiny at 48 px)")
     ap.add_argument("--wait-ms", type=float, default=50.0, help="server batch wait timeout")
-    ap.add_argument("--envs-per-sim", type=int, default=1, help="environments per simulator actor")
+    ap.add_argument("--envs-per-sim", type=int, default=0,
+                    help="environments per simulator actor (0: N / CPUs, one actor per CPU)")
     args = ap.parse_args()
 
     import torch
@@ -151,9 +161,10 @@ def main() -> None:
     try:
         for n in args.n:
             i = ideal(policy, args.env_id, n, args.steps, args.episodes, image_size)
-            s = served(policy_ref, args.env_id, n, args.steps, args.episodes, args.wait_ms, args.envs_per_sim)
+            per_sim = args.envs_per_sim or envs_per_cpu(n, os.cpu_count() or 2)
+            s = served(policy_ref, args.env_id, n, args.steps, args.episodes, args.wait_ms, per_sim)
             rows.append((n, i, s))
-            print(f"N={n:3d}  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
+            print(f"N={n:3d} ({-(-n // per_sim)} x {per_sim})  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
                   f"served {s['steps_per_s']:7.1f} steps/s  ratio {s['steps_per_s'] / i['steps_per_s']:.2f}  "
                   f"latency p50 {s['p50_ms']:.1f} / p99 {s['p99_ms']:.1f} ms  mean batch {s['mean_batch']:.2f} "
                   f"({s['mean_batch'] / n:.2f} N); per step {s['step_ms']:.1f} ms = request {s['rtt_ms']:.1f} "
@@ -162,7 +173,8 @@ def main() -> None:
     finally:
         shutdown_ray()
     print(f"\n{args.env_id}, {args.steps}-step episodes x {args.episodes} per env, {image_size} px, "
-          f"{os.cpu_count()} CPUs, server batch wait {args.wait_ms:.0f} ms, {args.envs_per_sim} env(s) per simulator actor")
+          f"{os.cpu_count()} CPUs, server batch wait {args.wait_ms:.0f} ms, "
+          f"{args.envs_per_sim or 'N / CPUs'} env(s) per simulator actor")
     print("| N | ideal steps/s | served steps/s | served / ideal | p50 latency ms | p99 latency ms | mean batch | batch / N |")
     print("|---|---|---|---|---|---|---|---|")
     for n, i, s in rows:
