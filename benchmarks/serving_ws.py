@@ -18,6 +18,7 @@ for the batch to fill) and inference (the batch's forward pass).
 
     python benchmarks/serving_ws.py --ingress direct        # rt1x-tiny at 48 px, untrained
     python benchmarks/serving_ws.py --ingress proxy
+    python benchmarks/serving_ws.py --ingress direct --pin-clients  # clients on the last CPU, Ray on the rest
     python benchmarks/serving_ws.py --n 16 --seconds 20 --policy models:/rt1x-policy@latest-train
 
 On a shared 2-core machine the clients, the proxy, the gateway and the replica compete for the same two
@@ -100,7 +101,11 @@ def _client_proc(
     seconds: float,
     seed: int,
     queue: mp.Queue,
+    cpus: set[int] | None = None,
 ) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
     async def run() -> list:
         out: list = []
         until, warm = start + warmup + seconds, start + warmup
@@ -116,7 +121,8 @@ def _client_proc(
 
 
 def network(
-    url: str, key: str, meta: dict, n: int, procs: int, seconds: float, warmup: float, gateway
+    url: str, key: str, meta: dict, n: int, procs: int, seconds: float, warmup: float, gateway,
+    client_cpus: set[int] | None = None,
 ) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -137,6 +143,7 @@ def network(
                 seconds,
                 i,
                 queue,
+                client_cpus,
             ),
         )
         for i in range(procs)
@@ -171,6 +178,9 @@ def main() -> None:
     )
     ap.add_argument("--batch-wait-ms", type=float, default=20.0)
     ap.add_argument("--client-procs", type=int, default=2, help="processes the N connections are spread over")
+    ap.add_argument("--pin-clients", action="store_true",
+                    help="clients on the last CPU, Ray (replica, proxy) and the ideal loop on the others: a "
+                         "stand-in for clients on their own machines")
     ap.add_argument("--ingress", choices=("proxy", "direct"), default="proxy",
                     help="clients reach the replica through Serve's proxy, or directly (`xlab serve --ingress direct`)")
     args = ap.parse_args()
@@ -191,6 +201,13 @@ def main() -> None:
 
         direct_port = free_port()
         os.environ.update(direct_ingress_env(direct_port, replicas=1))
+    client_cpus = None
+    if args.pin_clients:  # before Ray starts: its processes inherit this process's CPUs
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin-clients needs at least 2 CPUs")
+        client_cpus = {cpus[-1]}
+        os.sched_setaffinity(0, set(cpus[:-1]))
     init_ray(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=512 * 1024**2)
     rows = []
     key = "bench-key-0123456789abcdef"
@@ -211,7 +228,7 @@ def main() -> None:
         gateway = serve.get_app_handle("bench-ws")
         for n in args.n:
             i = ideal(policy, n, min(args.seconds, 5.0))
-            s = network(url, key, meta, n, args.client_procs, args.seconds, args.warmup, gateway)
+            s = network(url, key, meta, n, args.client_procs, args.seconds, args.warmup, gateway, client_cpus)
             rows.append((n, i, s))
             print(
                 f"N={n:3d}  ideal {i['req_per_s']:7.1f} req/s (forward {i['forward_ms']:.1f} ms)  network "
@@ -227,7 +244,8 @@ def main() -> None:
     print(
         f"\n{policy_ref if args.policy else 'untrained rt1x-tiny'}, {meta['image_size']} px, history "
         f"{meta['history']}, {os.cpu_count()} CPUs, batch wait {args.batch_wait_ms:g} ms, {args.seconds:g} s per N, "
-        f"clients in {args.client_procs} process(es), {args.ingress} ingress"
+        f"clients in {args.client_procs} process(es){' pinned to the last CPU' if client_cpus else ''}, "
+        f"{args.ingress} ingress"
     )
     print(
         "| N | ideal req/s | network req/s | network / ideal | p50 ms | p99 ms | mean batch | batch / N | "
