@@ -38,8 +38,10 @@ class EvalConfig:
     references: tuple[str, ...] = ("expert", "random")
     """Reference rows run on the same episodes: expert (scripted) and/or random."""
     num_simulators: int = 4
-    """Simulator actors (N). Fastest where CPUs are few: about one per free CPU, the other envs as
-    eval.envs_per_simulator (16 envs on 2 cores: 2 x 8 ran at 0.88-0.96 of in-process, 16 x 1 at 0.35)."""
+    """Simulator actors (N). For fixed-length episodes on few CPUs, about one per free CPU with the other
+    envs as eval.envs_per_simulator is fastest (benchmarks/serving.py, 16 envs on 2 cores: 2 x 8 at
+    0.88-1.00 of in-process, 16 x 1 at 0.33-0.35); an actor's envs wait for its longest episode, so where
+    episodes end early that gain shrinks (smoke preset: 2 x 5 took 93 s, 4 x 1 85 s)."""
     envs_per_simulator: int = 1
     """Environments each simulator steps side by side (one server request per step for all of them)."""
     simulator_cpus: float = 0.25
