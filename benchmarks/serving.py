@@ -9,8 +9,8 @@ number of env steps, two ways, in this run:
   :class:`~xlab.serve.server.PolicyServer` replica (Ray Serve, ``@serve.batch``) for actions, each
   actor one request per step for all of its envs. By default there is one actor per CPU, each stepping
   N / CPUs envs (``--envs-per-sim 0``): one process per core is what a simulator fleet should be. An
-  actor per env (``--envs-per-sim 1``) measured 0.35 of ideal at N = 16 on 2 cores, against 0.88 for
-  2 actors of 8 envs: 16 processes on 2 cores spent most of each step waiting for a core.
+  actor per env (``--envs-per-sim 1``) measured 0.33-0.35 of ideal at N = 16 on 2 cores, against
+  0.88-1.00 for 2 actors of 8 envs: 16 processes on 2 cores spent most of each step waiting for a core.
 
 Printed per N: env steps/s of both, their ratio (goal: >= 0.8 at N = 16), p50/p99 action latency
 (served: request round trip seen by a simulator; ideal: the batched forward pass) and the server's

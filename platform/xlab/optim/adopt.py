@@ -38,8 +38,9 @@ Three implementations compute the same update (they differ only by float32 round
 On CPU the loop and foreach paths run the same ops in place on a scratch buffer the optimizer keeps
 (:mod:`xlab.optim.adopt_cpu`): no temporaries per step, large tensors in cache-sized chunks, small
 tensors packed into ``torch._foreach_*`` calls, and the normaliser as ``g * min(rsqrt(v), 1/eps)``
-(within 2 ulp of the division, and cheaper than torch's CPU square root). Modules: :mod:`xlab.optim.adopt_eager` (loop and
-foreach), :mod:`xlab.optim.adopt_cpu` (their CPU form), :mod:`xlab.optim.adopt_fused` (``fused``).
+(within 2 ulp of the division, and cheaper than torch's CPU square root). Modules:
+:mod:`xlab.optim.adopt_eager` (loop and foreach), :mod:`xlab.optim.adopt_cpu` (their CPU form),
+:mod:`xlab.optim.adopt_fused` (``fused``).
 
 Differences from the authors' reference implementation (``torch-adopt``):
 
