@@ -40,8 +40,11 @@ def policy_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def server(ray_local, policy_dir):
-    # Batches wait up to 0.5 s for every active simulator (the machine is slow under test load).
-    handle = start_policy_server(policy_dir, name=APP, max_batch_size=8, batch_wait_timeout_s=0.5, num_cpus=0.5)
+    # A batch fires as soon as every active simulator has sent its request, so the timeout only bounds
+    # the wait for a straggler. It must outlast a simulator's round trip (reply, env step, render, next
+    # request): when it does not, the simulators lock into split batches (2 + 1) that each wait out the
+    # timeout. 0.5 s did that on a loaded CI machine; the round trip is ~0.25 s on a quiet one.
+    handle = start_policy_server(policy_dir, name=APP, max_batch_size=8, batch_wait_timeout_s=2.0, num_cpus=0.5)
     yield handle
     shutdown_policy_server(APP)
 
