@@ -41,9 +41,9 @@ def policy_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def server(ray_local, policy_dir):
     # A batch fires as soon as every active simulator has sent its request, so the timeout only bounds
-    # the wait for a straggler. It must outlast a simulator's round trip (reply, env step, render, next
-    # request): when it does not, the simulators lock into split batches (2 + 1) that each wait out the
-    # timeout. 0.5 s did that on a loaded CI machine; the round trip is ~0.25 s on a quiet one.
+    # the wait for a straggler (an env reset). It must outlast a simulator's round trip (reply, env step,
+    # render, next request: ~0.25 s on a quiet machine), or the simulators lock into split batches that
+    # each wait it out; 2 s leaves a loaded machine room.
     handle = start_policy_server(policy_dir, name=APP, max_batch_size=8, batch_wait_timeout_s=2.0, num_cpus=0.5)
     yield handle
     shutdown_policy_server(APP)
@@ -82,9 +82,12 @@ def test_server_actions_equal_in_process_actions(server, policy_dir):
 
 
 def test_batching_across_simulators(server, pool):
-    run_episodes(pool, make_specs(["xlab/fetch-reach-v0"], 3, "policy", max_steps=2))  # warm: handles, envs
-    server.stats.remote(reset=True).result()
+    # Warm up handles and envs first. A simulator keeps its envs per (env, horizon, images), so the warm-up
+    # uses the measured horizon: an env built during the measured run (seconds on a fresh clone) staggers
+    # the simulators' starts and they never meet in a batch.
     specs = make_specs(["xlab/fetch-reach-v0"], 3, "policy", max_steps=12)
+    run_episodes(pool, specs)
+    server.stats.remote(reset=True).result()
     results, stats = run_episodes(pool, specs)
     assert [r.status for r in results] == ["ok"] * 3 and all(r.steps == 12 for r in results)
     s = server.stats.remote().result()
