@@ -109,7 +109,7 @@ def served(policy_ref: str, env_id: str, n: int, steps: int, episodes: int, wait
     server_ms = np.array([t for r in results for t in r.server_ms])
     busy = [r.seconds for r in results]
     return {"steps_per_s": stats.steps_per_s, "p50_ms": float(np.percentile(lat, 50)),
-            "p99_ms": float(np.percentile(lat, 99)), "env_steps": stats.env_steps,
+            "p99_ms": float(np.percentile(lat, 99)), "env_steps": stats.env_steps, "actors": actors,
             "mean_batch": server["rows"] / max(server["batches"], 1),  # environments per forward pass
             # Where a simulator's step goes: its request round trip = transport (Serve handle, pickling, the
             # hop, the replica's asyncio) + queue (waiting for the batch) + inference; the rest is the env.
@@ -164,7 +164,7 @@ def main() -> None:
             per_sim = args.envs_per_sim or envs_per_cpu(n, os.cpu_count() or 2)
             s = served(policy_ref, args.env_id, n, args.steps, args.episodes, args.wait_ms, per_sim)
             rows.append((n, i, s))
-            print(f"N={n:3d} ({-(-n // per_sim)} x {per_sim})  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
+            print(f"N={n:3d} ({s['actors']} x {per_sim})  ideal {i['steps_per_s']:7.1f} steps/s (forward p50 {i['p50_ms']:.1f} ms)   "
                   f"served {s['steps_per_s']:7.1f} steps/s  ratio {s['steps_per_s'] / i['steps_per_s']:.2f}  "
                   f"latency p50 {s['p50_ms']:.1f} / p99 {s['p99_ms']:.1f} ms  mean batch {s['mean_batch']:.2f} "
                   f"({s['mean_batch'] / n:.2f} N); per step {s['step_ms']:.1f} ms = request {s['rtt_ms']:.1f} "
